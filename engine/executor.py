@@ -1,0 +1,205 @@
+"""The float reference executor: numpy kernels run in topological order.
+
+``run(model, feeds)`` returns the graph outputs; ``intermediate=True`` returns every
+tensor by name (inputs, weights read by nodes, every node output). Intermediates are freed
+after their last use unless kept. A ``hook(node, inputs, outputs)`` sees every node's
+outputs and may return replacements (the int8 paths use this to substitute values).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from engine.errors import ModelError
+from engine.graph import Model, Node
+from engine.ops import make_kernel, unsupported_reason
+
+Hook = Callable[[Node, Sequence[np.ndarray | None], tuple[np.ndarray, ...]], Sequence[np.ndarray] | None]
+ProgressFn = Callable[[int, int], None]
+
+
+def unsupported_ops(model: Model) -> dict[str, str]:
+    """Op name -> why it cannot run, for every op in the model the executor cannot run."""
+    result: dict[str, str] = {}
+    for node in model.graph.nodes:
+        if node.qualified_op in result:
+            continue
+        reason = unsupported_reason(node, model.opsets.get(node.domain, model.opset))
+        if reason:
+            result[node.qualified_op] = reason
+    return result
+
+
+class Executor:
+    """A prepared plan for one model: kernels built once, buffers freed after last use."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        graph = model.graph
+        missing = unsupported_ops(model)
+        if missing:
+            names = ", ".join(f"{op} ({why})" if not why.startswith("no kernel") else op for op, why in missing.items())
+            raise ModelError(f"cannot execute: unsupported ops: {names}", model.path)
+        self.kernels = [make_kernel(n, model.opsets.get(n.domain, model.opset)) for n in graph.nodes]
+        outputs = set(graph.output_names)
+        self.last_use: dict[str, int] = {}
+        for i, node in enumerate(graph.nodes):
+            for name in node.inputs:
+                if name:
+                    self.last_use[name] = i
+        # tensors freed after node i: read last by it, not graph outputs, not weights
+        self.free_after: list[list[str]] = [[] for _ in graph.nodes]
+        for name, i in self.last_use.items():
+            if name not in outputs and name not in graph.weights:
+                self.free_after[i].append(name)
+        # outputs never read by anyone and not graph outputs die right away
+        self.dead_outputs: list[list[str]] = [
+            [o for o in n.outputs if o and o not in self.last_use and o not in outputs] for n in graph.nodes
+        ]
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate feeds against the declared inputs; returns them as arrays of the declared dtype."""
+        graph = self.model.graph
+        path = self.model.path
+        result: dict[str, np.ndarray] = {}
+        extra = sorted(set(feeds) - set(graph.input_names) - set(graph.weights))
+        if extra:
+            raise ModelError(f"feed {extra[0]!r} is not an input of the model (inputs: {', '.join(graph.input_names)})", path)
+        for info in graph.inputs:
+            if info.name not in feeds:
+                raise ModelError(f"input {info.name!r} has no value", path)
+            value = np.asarray(feeds[info.name])
+            if info.dtype is not None and value.dtype != info.dtype:
+                kind_ok = np.can_cast(value.dtype, info.dtype, casting="same_kind") or (
+                    value.dtype.kind in "iu" and info.dtype.kind in "iu"
+                )
+                if not kind_ok:
+                    raise ModelError(
+                        f"input {info.name!r}: expected {info.dtype} values, got {value.dtype}", path
+                    )
+                value = value.astype(info.dtype)
+            if info.shape is not None:
+                ok = value.ndim == len(info.shape) and all(
+                    not isinstance(d, int) or d == s for d, s in zip(info.shape, value.shape)
+                )
+                if not ok:
+                    want = "(" + ", ".join(str(d) for d in info.shape) + ")"
+                    raise ModelError(f"input {info.name!r}: expected shape {want}, got {tuple(value.shape)}", path)
+            result[info.name] = value
+        for name in feeds:
+            if name in graph.weights and name not in result:
+                result[name] = np.asarray(feeds[name])  # an override of an initializer
+        return result
+
+    def run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        intermediate: bool = False,
+        keep: Iterable[str] = (),
+        hook: Hook | None = None,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Execute once. Returns graph outputs, plus every tensor when ``intermediate``,
+        plus the tensors named in ``keep``."""
+        graph = self.model.graph
+        values: dict[str, np.ndarray] = dict(self.check_feeds(feeds))
+        weights = graph.weights
+        kept = set(keep)
+        collected: dict[str, np.ndarray] = dict(values) if intermediate else {}
+        total = len(graph.nodes)
+        for i, (node, kernel) in enumerate(zip(graph.nodes, self.kernels)):
+            args: list[np.ndarray | None] = []
+            for name in node.inputs:
+                if not name:
+                    args.append(None)
+                elif name in values:
+                    args.append(values[name])
+                else:
+                    w = weights[name]
+                    args.append(w)
+                    if intermediate:
+                        collected[name] = w
+            try:
+                outs = kernel.run(*args)
+            except ModelError:
+                raise
+            except (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, MemoryError) as e:
+                detail = " ".join(str(e).split())[:200] or type(e).__name__
+                raise ModelError(f"node {node.name} ({node.op_type}) failed: {detail}", self.model.path) from None
+            if hook is not None:
+                replaced = hook(node, args, outs)
+                if replaced is not None:
+                    outs = tuple(replaced)
+            for name, value in zip(node.outputs, outs):
+                if name:
+                    values[name] = value
+                    if intermediate or name in kept:
+                        collected[name] = value
+            for name in self.free_after[i]:
+                values.pop(name, None)
+            for name in self.dead_outputs[i]:
+                values.pop(name, None)
+            if progress is not None:
+                progress(i + 1, total)
+        for name in graph.output_names:
+            if name in values:
+                collected[name] = values[name]
+            elif name in weights:
+                collected[name] = np.asarray(weights[name])
+        return collected
+
+
+def executor_for(model: Model) -> Executor:
+    """The model's cached Executor (built on first use)."""
+    plan = getattr(model, "_executor", None)
+    if plan is None:
+        plan = Executor(model)
+        model._executor = plan  # type: ignore[attr-defined]
+    return plan
+
+
+def run(
+    model: Model,
+    feeds: Mapping[str, np.ndarray],
+    intermediate: bool = False,
+    keep: Iterable[str] = (),
+    hook: Hook | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, np.ndarray]:
+    """Run the float model on ``feeds`` (input name -> array); see :class:`Executor`."""
+    return executor_for(model).run(feeds, intermediate=intermediate, keep=keep, hook=hook, progress=progress)
+
+
+def random_feeds(model: Model, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
+    """Deterministic random inputs of the declared shapes and dtypes.
+
+    Unbound symbolic dimensions must be bound first (``load_model(..., dims=...)``);
+    a leading unknown batch dimension is set to ``batch``.
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for info in model.graph.inputs:
+        if info.shape is None:
+            raise ModelError(f"input {info.name!r} has no declared shape; give --inputs", model.path)
+        shape: list[int] = []
+        for axis, d in enumerate(info.shape):
+            if isinstance(d, int):
+                shape.append(d)
+            elif axis == 0:
+                shape.append(batch)
+            else:
+                raise ModelError(
+                    f"input {info.name!r} has symbolic dimension {d!r}; bind it with --dim {d}=N", model.path
+                )
+        dtype = info.dtype or np.dtype(np.float32)
+        if dtype.kind == "f":
+            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[info.name] = rng.integers(0, 2, size=shape).astype(bool)
+        elif dtype.kind in "iu":
+            feeds[info.name] = rng.integers(0, 8, size=shape).astype(dtype)
+        else:
+            raise ModelError(f"input {info.name!r}: cannot make random values of type {dtype}", model.path)
+    return feeds

@@ -98,7 +98,7 @@ def model_from_proto(
     opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in proto.opset_import}
     opset = opsets.get("", 0)
 
-    inferred = _infer_shapes(proto, dims)
+    inferred = _infer_shapes(proto, dims, base_dir)
     g = inferred.graph
     weights = WeightStore()
     for init in proto.graph.initializer:
@@ -260,17 +260,37 @@ def _symbolic_input_dims(proto: onnx.ModelProto) -> list[str]:
     return names
 
 
-def _infer_shapes(proto: onnx.ModelProto, dims: Mapping[str, int]) -> onnx.ModelProto:
+def _inline_external(t: TensorProto, base_dir: str | None) -> None:
+    """Read a small external tensor's bytes into ``t`` (already validated by the loader)."""
+    fields = _external_fields(t)
+    dtype = onnx_dtype(t.data_type)
+    if base_dir is None or dtype is None:
+        _clear_data(t)
+        return
+    real = os.path.realpath(os.path.join(base_dir, fields.get("location", "")))
+    count = int(np.prod(t.dims, dtype=np.int64))
+    with open(real, "rb") as f:
+        f.seek(int(fields.get("offset", "0")))
+        raw = f.read(count * dtype.itemsize)
+    t.ClearField("external_data")
+    t.data_location = TensorProto.DEFAULT
+    t.raw_data = raw
+
+
+def _infer_shapes(proto: onnx.ModelProto, dims: Mapping[str, int], base_dir: str | None) -> onnx.ModelProto:
     """Shape inference on a light copy (no weight bytes), with symbolic dims bound."""
     light = onnx.ModelProto()
     light.CopyFrom(proto)
     for t in light.graph.initializer:
-        # shape inference needs dims and dtype only; drop the bytes so a big model stays cheap
-        # (keep small integer tensors: Reshape/Expand shapes come from them)
-        if t.data_location == TensorProto.EXTERNAL or int(np.prod(t.dims, dtype=np.int64)) > 64:
-            if t.data_type in (TensorProto.INT64, TensorProto.INT32) and int(np.prod(t.dims, dtype=np.int64)) <= 64:
-                continue
-            _clear_data(t)
+        # Shape inference needs dims and dtype only, so drop the bytes and a big model stays
+        # cheap; but keep small integer tensors (Reshape/Expand/Slice targets come from them),
+        # reading them in when they are stored externally.
+        small_int = t.data_type in (TensorProto.INT64, TensorProto.INT32) and int(np.prod(t.dims, dtype=np.int64)) <= 64
+        if small_int:
+            if t.data_location == TensorProto.EXTERNAL:
+                _inline_external(t, base_dir)
+            continue
+        _clear_data(t)
     if dims:
         for vi in light.graph.input:
             for d in vi.type.tensor_type.shape.dim:

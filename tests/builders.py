@@ -6,6 +6,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+# onnxruntime (the reference in tests) reads IR versions up to 10 at least; onnx.helper writes newer
+IR_VERSION = 10
+
 
 def matmul_relu(batch: int | str = "batch", k: int = 16, n: int = 8, opset: int = 17, seed: int = 0) -> onnx.ModelProto:
     """x(batch, k) @ W(k, n) + b -> Relu -> y(batch, n)."""
@@ -24,7 +27,7 @@ def matmul_relu(batch: int | str = "batch", k: int = 16, n: int = 8, opset: int 
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, n])],
         [w, b],
     )
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
 
 
 def with_constant_weights(seed: int = 0) -> onnx.ModelProto:
@@ -41,7 +44,7 @@ def with_constant_weights(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
     )
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
 
 
 def reshape_by_shape(seq: str = "seq", hidden: int = 8) -> onnx.ModelProto:
@@ -65,7 +68,7 @@ def reshape_by_shape(seq: str = "seq", hidden: int = 8) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", "cols"])],
         inits,
     )
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
 
 
 def save(model: onnx.ModelProto, path) -> str:

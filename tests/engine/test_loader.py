@@ -203,3 +203,11 @@ def test_external_symlink_escape_refused(tmp_path) -> None:
     os.symlink(secret, d / "weights.bin")
     with pytest.raises(ModelError, match="link out of the model's folder"):
         load_model(path)
+
+
+def test_small_external_shape_tensors_still_give_shapes(tmp_path) -> None:
+    """Reshape targets stored as external data (size_threshold=0) are read for shape inference."""
+    path = tmp_path / "r.onnx"
+    onnx.save(reshape_by_shape(), str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    model = load_model(path, dims={"seq": 3})
+    assert model.graph.tensor("y").shape == (3, 16)

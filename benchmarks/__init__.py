@@ -1,0 +1,1 @@
+"""Benchmark scripts and the builders of the test/benchmark models (``benchmarks.models``)."""

@@ -40,7 +40,22 @@ for _name in ("FLOAT4E2M1", "FLOAT8E8M0", "UINT2", "INT2"):
         UNSUPPORTED_TYPES[getattr(onnx.TensorProto, _name)] = f"{_name.lower()} has no numpy dtype"
 
 # case name -> why the kernel knowingly does not support it
-KNOWN_UNSUPPORTED: dict[str, str] = {}
+KNOWN_UNSUPPORTED: dict[str, str] = {
+    # Dropout with training_mode=True drops at random (the expected values come from numpy's
+    # RandomState); the executor runs inference graphs only and refuses such a node
+    "test_training_dropout": "Dropout in training mode is random; inference executor",
+    "test_training_dropout_default": "Dropout in training mode is random; inference executor",
+    "test_training_dropout_mask": "Dropout in training mode is random; inference executor",
+    "test_training_dropout_default_mask": "Dropout in training mode is random; inference executor",
+    # the loader accepts opset 7 and later (engine/loader.py MIN_OPSET)
+    "test_not_2d": "opset 1 model; the loader accepts opset 7 and later",
+    "test_not_3d": "opset 1 model; the loader accepts opset 7 and later",
+    "test_not_4d": "opset 1 model; the loader accepts opset 7 and later",
+    # expected values come from float16 arithmetic inside Softmax; the kernel computes a float16
+    # softmax in float32 and rounds once (bit-identical to onnxruntime), a 1-ulp gap > rtol 1e-3
+    "test_attention_4d_causal_fp16_expanded": "float16 Softmax computed in float32 (as onnxruntime); "
+    "expected values rounded in float16 differ by 1 ulp",
+}
 
 
 def _elem_types(model: onnx.ModelProto) -> set[int]:

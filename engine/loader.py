@@ -407,18 +407,11 @@ def _convert_node(p: onnx.NodeProto, index: int, used: set[str], path: str) -> N
 
 
 def _constant_value(node: Node) -> np.ndarray | None:
-    a = node.attrs
-    if "value" in a:
-        return np.asarray(a["value"])
-    if "value_float" in a:
-        return np.asarray(a["value_float"], dtype=np.float32)
-    if "value_floats" in a:
-        return np.asarray(a["value_floats"], dtype=np.float32)
-    if "value_int" in a:
-        return np.asarray(a["value_int"], dtype=np.int64)
-    if "value_ints" in a:
-        return np.asarray(a["value_ints"], dtype=np.int64)
-    return None
+    """The value a Constant node holds (computed by the Constant kernel), or None for strings."""
+    from engine.ops import make_kernel
+
+    value = make_kernel(node, 0).run()[0]
+    return None if value.dtype == object else value
 
 
 def _topological_check(graph: Graph, path: str) -> None:

@@ -1,0 +1,530 @@
+"""The integer-exact int8 executor: a model run with the integer arithmetic an int8 NPU uses.
+
+``Int8Executor(model, plan).run(feeds)`` quantizes the float feeds with the graph inputs'
+QParams and runs the nodes in topological order. Each node takes one of three paths
+(``plan.paths``, defaults in :class:`engine.int8.plan.QuantPlan`):
+
+- ``"integer"`` -- :meth:`Int8Executor._integer_path`: integer math on codes, then
+  requantize (the kernels of :mod:`engine.int8.ops`; for Softmax, GELU, LayerNorm and
+  Sigmoid/SiLU the I-BERT integer-only approximations);
+- ``"float_fallback"`` -- :meth:`Int8Executor._float_fallback_path`: dequantize the inputs
+  (weights listed in the plan as their int8 values), run the FLOAT kernel of
+  :mod:`engine.ops`, quantize the float outputs with their QParams. Ops without an
+  integer kernel, and nodes whose integer kernel cannot run them as configured (e.g.
+  per-channel parameters where it needs per-tensor ones; the reason is in
+  ``Int8Result.notes``), take this path;
+- ``"float"`` -- the same, but the outputs stay float.
+
+Non-float tensors (int64 shapes and indices, bool masks) are never quantized. A float
+initializer read by an integer kernel is quantized once (cached) with the plan's
+``weights`` QParams, else with what the kernel asks for (a pass-through op: its output's
+QParams), else per tensor symmetric in the scheme's weight dtype. Biases of Conv/Gemm are
+quantized to int32 by the kernels at scale ``s_x * s_w``.
+
+With ``plan.fuse_gelu`` a recognised erf-GELU subgraph ``x / sqrt2 -> Erf -> + 1 -> * x
+-> * 0.5`` (either multiplication order; ``* (1/sqrt2)`` for the division) runs as one
+Gelu unit, at the position of its first node and on the path of its Erf node; its inner
+tensors are then not produced (absent from ``values``).
+
+Tensors are freed after their last use as in the float executor (unless
+``intermediate``). ``run_node`` evaluates a single node on given float inputs for the
+per-layer ("isolated") error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from engine.errors import ModelError
+from engine.executor import executor_for
+from engine.graph import Graph, Model, Node
+from engine.int8.ops import IntKernel, int_kernel_class
+from engine.int8.plan import NodePath, QuantPlan, same_params
+from engine.int8.qtensor import (
+    NotInteger,
+    QTensor,
+    Value,
+    check_rounding,
+    is_float,
+    quantize_tensor,
+    to_float,
+)
+from engine.ops import OpKernel
+from engine.quant.qparams import QParams, qparams_from_range
+
+Int8Hook = Callable[[Node, Sequence[Value | None], tuple[Value, ...]], Sequence[Value] | None]
+"""``hook(node, inputs, outputs)`` after each node (a fused GELU unit: a synthetic Gelu
+node); values are QTensor (codes + QParams), float or non-float arrays. Returning values
+replaces the outputs (float arrays are quantized by the consumers that need codes)."""
+ProgressFn = Callable[[int, int], None]
+
+PATHS: tuple[NodePath, ...] = ("integer", "float_fallback", "float")
+_KERNEL_ERRORS = (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, MemoryError)
+
+
+@dataclass
+class Int8Result:
+    """One int8 run.
+
+    ``values``: float32 DEQUANTIZED value of every tensor when ``intermediate`` (graph
+    inputs, weights read by nodes as the int8 model holds them, node outputs), else of the
+    graph outputs; float tensors left float and non-float tensors as they are.
+    ``codes``: the integer codes of the quantized tensors among those. ``clipped``: values
+    saturated when each quantized tensor was produced (every quantized tensor, also
+    without ``intermediate``). ``params``: QParams of every quantized tensor.
+    ``paths``: the path each node took; ``notes``: why a node did not take its planned
+    path (or the GELU unit it ran in).
+    """
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
+    clipped: dict[str, int] = field(default_factory=dict)
+    params: dict[str, QParams] = field(default_factory=dict)
+    paths: dict[str, NodePath] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def record(self, name: str, value: Value, keep: bool) -> None:
+        """Store one tensor's facts (its values and codes only when ``keep``)."""
+        if isinstance(value, QTensor):
+            self.clipped[name] = value.clipped
+            self.params[name] = value.qp
+            if keep:
+                self.codes[name] = value.codes
+                self.values[name] = value.dequantize()
+        elif keep:
+            self.values[name] = value
+
+
+# ------------------------------------------------------------------ GELU subgraphs
+
+SQRT2 = math.sqrt(2.0)
+
+
+@dataclass
+class GeluUnit:
+    """A recognised erf-GELU subgraph: member node indices (sorted), its input and output."""
+
+    members: list[int]
+    erf: Node
+    x: str
+    y: str
+    node: Node
+    path: NodePath = "integer"
+    int_kernel: IntKernel | None = None
+    float_kernel: OpKernel | None = None
+
+
+def _scalar_const(graph: Graph, name: str) -> float | None:
+    if name not in graph.weights:
+        return None
+    info = graph.weights.info[name]
+    if info.dtype is None or np.dtype(info.dtype).kind != "f" or info.numel != 1:
+        return None
+    return float(np.asarray(graph.weights[name]).reshape(-1)[0])
+
+
+def _near(graph: Graph, name: str, target: float) -> bool:
+    value = _scalar_const(graph, name)
+    return value is not None and abs(value - target) <= 1e-3 * abs(target)
+
+
+def _other_input(node: Node, name: str) -> str | None:
+    """The second input of a binary node one of whose inputs is ``name``."""
+    if len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    if a == name:
+        return b
+    if b == name:
+        return a
+    return None
+
+
+def _binary_with_const(graph: Graph, node: Node | None, op: str, target: float) -> str | None:
+    """For ``op(t, c)`` / ``op(c, t)`` with ``c`` a scalar constant near ``target`` (Div:
+    only ``t / c``): the tensor ``t``; else None."""
+    if node is None or node.op_type != op or node.domain or len(node.inputs) != 2:
+        return None
+    a, b = node.inputs
+    if _near(graph, b, target):
+        return a
+    if op != "Div" and _near(graph, a, target):
+        return b
+    return None
+
+
+def find_gelu_units(graph: Graph) -> list[tuple[list[int], Node, str, str]]:
+    """Erf-GELU subgraphs: ``(member indices, Erf node, input x, output y)`` each.
+
+    Recognised: ``d = x / sqrt2`` (or ``x * (1/sqrt2)``), ``e = Erf(d)``, ``a = e + 1``, then
+    ``y = (x * a) * 0.5`` or ``y = (x * 0.5) * a`` (operands in either order); every inner
+    tensor has that one consumer and is not a graph output.
+    """
+    producers = graph.producers()
+    consumers = graph.consumers()
+    outputs = set(graph.output_names)
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+
+    def sole_consumer(tensor: str) -> Node | None:
+        users = consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in outputs else None
+
+    found: list[tuple[list[int], Node, str, str]] = []
+    for erf in graph.nodes:
+        if erf.op_type != "Erf" or erf.domain or len(erf.inputs) != 1 or len(erf.outputs) != 1:
+            continue
+        d = erf.inputs[0]
+        scale_node = producers.get(d)
+        if scale_node is None or sole_consumer(d) is not erf:
+            continue
+        x = _binary_with_const(graph, scale_node, "Div", SQRT2) or _binary_with_const(
+            graph, scale_node, "Mul", 1.0 / SQRT2
+        )
+        if x is None:
+            continue
+        add = sole_consumer(erf.outputs[0])
+        if add is None or _binary_with_const(graph, add, "Add", 1.0) != erf.outputs[0]:
+            continue
+        m1 = sole_consumer(add.outputs[0])
+        if m1 is None or m1.op_type != "Mul" or m1.domain:
+            continue
+        other = _other_input(m1, add.outputs[0])
+        if other == x:  # (x * a) * 0.5
+            m2 = sole_consumer(m1.outputs[0])
+            if _binary_with_const(graph, m2, "Mul", 0.5) != m1.outputs[0]:
+                continue
+            assert m2 is not None
+            members = [scale_node, erf, add, m1, m2]
+            y = m2.outputs[0]
+        else:  # (x * 0.5) * a
+            half = producers.get(other) if other else None
+            if other is None or half is None or sole_consumer(other) is not m1:
+                continue
+            if _binary_with_const(graph, half, "Mul", 0.5) != x:
+                continue
+            members = [half, scale_node, erf, add, m1]
+            y = m1.outputs[0]
+        if any(len(n.outputs) != 1 for n in members):
+            continue
+        found.append((sorted(index[id(n)] for n in members), erf, x, y))
+    return found
+
+
+class _ChainKernel(OpKernel):
+    """The float kernels of a fused unit's member nodes run in order on one input (no
+    quantization between them): the unit's float path, equal to the float model's."""
+
+    def __init__(self, node: Node, chain: list[tuple[Node, OpKernel]], graph: Graph) -> None:
+        super().__init__(node, 0)
+        self.chain = chain
+        self.graph = graph
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        local: dict[str, np.ndarray] = {self.node.inputs[0]: x}
+        for member, kernel in self.chain:
+            args = [local[n] if n in local else self.graph.weights[n] for n in member.inputs]
+            local.update(zip(member.outputs, kernel.run(*args)))
+        return local[self.node.outputs[0]]
+
+
+# ------------------------------------------------------------------ the executor
+
+
+class Int8Executor:
+    """A prepared int8 run of ``model`` under ``plan``: kernels built once, weights quantized
+    on first use and cached.
+
+    Attributes for inspection: ``planned`` (the path each node index will try),
+    ``int_kernels`` (its integer kernel or None), ``units`` (node index -> the
+    :class:`GeluUnit` it belongs to, every member index listed).
+    """
+
+    def __init__(self, model: Model, plan: QuantPlan) -> None:
+        check_rounding(plan.rounding)
+        self.model = model
+        self.plan = plan
+        self.graph = model.graph
+        self.float_exec = executor_for(model)  # validates that every op can run
+        self.index: dict[str, int] = {n.name: i for i, n in enumerate(self.graph.nodes)}
+        self.int_kernels: list[IntKernel | None] = []
+        self.planned: list[NodePath] = []
+        for node, float_kernel in zip(self.graph.nodes, self.float_exec.kernels):
+            cls = int_kernel_class(node.op_type, node.domain)
+            opset = model.opsets.get(node.domain, model.opset)
+            self.int_kernels.append(cls(node, opset, plan.rounding, float_kernel) if cls else None)
+            path = plan.path(node.name, "integer" if cls else "float_fallback")
+            if path not in PATHS:
+                raise ModelError(f"plan: node {node.name} has path {path!r}; expected one of {', '.join(PATHS)}", model.path)
+            self.planned.append("float_fallback" if path == "integer" and cls is None else path)
+        self.units: dict[int, GeluUnit] = {}
+        if plan.fuse_gelu:
+            for members, erf, x, y in find_gelu_units(self.graph):
+                self._add_unit(members, erf, x, y)
+        self._consts: dict[str, tuple[np.ndarray, QParams, QTensor, bool]] = {}
+
+    def _add_unit(self, members: list[int], erf: Node, x: str, y: str) -> None:
+        node = Node(name=f"{erf.name}:gelu", op_type="Gelu", inputs=[x], outputs=[y], attrs={"approximate": "none"})
+        gelu_cls = int_kernel_class("Gelu")
+        chain = [(self.graph.nodes[i], self.float_exec.kernels[i]) for i in members]
+        float_kernel = _ChainKernel(node, chain, self.graph)
+        int_kernel = gelu_cls(node, 20, self.plan.rounding, float_kernel) if gelu_cls else None
+        path = self.planned[self.index[erf.name]]
+        unit = GeluUnit(members, erf, x, y, node, path, int_kernel, float_kernel)
+        for i in members:
+            self.units[i] = unit
+
+    # -------------------------------------------------------------- running
+
+    def run(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        intermediate: bool = False,
+        hook: Int8Hook | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Int8Result:
+        """Execute once on float ``feeds`` (quantized at the graph inputs); see :class:`Int8Result`."""
+        graph = self.graph
+        weights = graph.weights
+        outputs = set(graph.output_names)
+        result = Int8Result()
+        values: dict[str, Value] = {}
+        for name, array in self.float_exec.check_feeds(feeds).items():
+            qp = self.plan.activations.get(name)
+            value: Value = quantize_tensor(array, qp) if qp is not None and array.dtype.kind == "f" and name not in weights else array
+            values[name] = value
+            result.record(name, value, intermediate or name in outputs)
+        total = len(graph.nodes)
+        for i, node in enumerate(graph.nodes):
+            unit = self.units.get(i)
+            if unit is None:
+                args = [self._arg(name, values) for name in node.inputs]
+                outs, path, note = self._execute(node, args, self.planned[i], self.int_kernels[i], self.float_exec.kernels[i])
+                ran, out_names = node, node.outputs
+                for name in node.inputs:
+                    if name and intermediate and name in weights and name not in values and name not in result.values:
+                        self._record_weight(result, name)
+                result.paths[node.name] = path
+                if note:
+                    result.notes[node.name] = note
+            elif i == unit.members[0]:
+                args = [self._arg(unit.x, values)]
+                outs, path, note = self._execute(unit.node, args, unit.path, unit.int_kernel, unit.float_kernel)
+                ran, out_names = unit.node, unit.node.outputs
+                for m in unit.members:
+                    member = graph.nodes[m].name
+                    result.paths[member] = path
+                    result.notes[member] = f"runs in GELU unit {unit.node.name}" + (f"; {note}" if note else "")
+            else:
+                outs, out_names = (), []
+            if out_names and hook is not None:
+                replaced = hook(ran, args, outs)
+                if replaced is not None:
+                    outs = tuple(replaced)
+            for name, value in zip(out_names, outs):
+                if name:
+                    values[name] = value
+                    result.record(name, value, intermediate or name in outputs)
+            for name in self.float_exec.free_after[i]:
+                values.pop(name, None)
+            for name in self.float_exec.dead_outputs[i]:
+                values.pop(name, None)
+            if progress is not None:
+                progress(i + 1, total)
+        for name in graph.output_names:
+            if name not in result.values and name in weights:
+                result.values[name] = np.asarray(weights[name])
+        return result
+
+    def run_node(
+        self, node: Node | str, float_inputs: Sequence[np.ndarray | None]
+    ) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
+        """Evaluate ONE node quantized on given FLOAT inputs: (dequantized outputs, clipped per output).
+
+        Float activation inputs are quantized with the plan's QParams (the node then sees
+        exactly what the int8 model would feed it given exact producers); weights may be
+        passed as None (the model's initializer is used). The node runs on its planned
+        path on its own (never as part of a GELU unit). Non-float outputs come back as is.
+        """
+        name = node if isinstance(node, str) else node.name
+        if name not in self.index:
+            unit = next((u for u in self.units.values() if u.node.name == name), None)
+            if unit is None:
+                raise ModelError(f"run_node: no node named {name!r}", self.model.path)
+            return self.run_unit(unit, float_inputs[0] if float_inputs else None)
+        i = self.index[name]
+        graph_node = self.graph.nodes[i]
+        weights = self.graph.weights
+        args: list[Value | None] = []
+        given = list(float_inputs) + [None] * max(0, len(graph_node.inputs) - len(float_inputs))
+        for input_name, x in zip(graph_node.inputs, given):
+            if not input_name:
+                args.append(None)
+            elif x is None:
+                if input_name not in weights:
+                    raise ModelError(f"run_node {name}: input {input_name!r} has no value", self.model.path)
+                args.append(weights[input_name])
+            else:
+                array = np.asarray(x)
+                qp = self.plan.activations.get(input_name)
+                if qp is not None and input_name not in weights and array.dtype.kind == "f":
+                    args.append(quantize_tensor(array, qp))
+                else:
+                    args.append(array)
+        outs, _, _ = self._execute(graph_node, args, self.planned[i], self.int_kernels[i], self.float_exec.kernels[i])
+        clipped = {o: v.clipped for o, v in zip(graph_node.outputs, outs) if o and isinstance(v, QTensor)}
+        return tuple(to_float(v) for v in outs), clipped
+
+    def run_unit(self, unit: GeluUnit, x: np.ndarray | None) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
+        """Evaluate one fused GELU unit alone on float ``x`` (quantized with its QParams), as
+        :meth:`run_node` does for a node: (dequantized outputs, clipped per output).
+        ``run_node(unit.node.name, [x])`` does the same."""
+        if x is None:
+            raise ModelError(f"run_unit {unit.node.name}: input {unit.x!r} has no value", self.model.path)
+        array = np.asarray(x)
+        qp = self.plan.activations.get(unit.x)
+        arg: Value = quantize_tensor(array, qp) if qp is not None and array.dtype.kind == "f" else array
+        outs, _, _ = self._execute(unit.node, [arg], unit.path, unit.int_kernel, unit.float_kernel)
+        clipped = {o: v.clipped for o, v in zip(unit.node.outputs, outs) if o and isinstance(v, QTensor)}
+        return tuple(to_float(v) for v in outs), clipped
+
+    # -------------------------------------------------------------- one node
+
+    def _arg(self, name: str, values: Mapping[str, Value]) -> Value | None:
+        if not name:
+            return None
+        if name in values:
+            return values[name]
+        return self.graph.weights[name]
+
+    def _execute(
+        self,
+        node: Node,
+        args: list[Value | None],
+        path: NodePath,
+        int_kernel: IntKernel | None,
+        float_kernel: OpKernel | None,
+    ) -> tuple[tuple[Value, ...], NodePath, str]:
+        """Run one node on its path: (outputs, the path taken, why it differs from the plan)."""
+        assert float_kernel is not None
+        try:
+            if not any(is_float(a) for a in args):  # shapes, indices, masks: as they are
+                outs = float_kernel.run(*args)
+                if path == "float":
+                    return outs, "float", ""
+                return self._quantize_outputs(node, outs), "integer", ""
+            note = ""
+            if path == "integer" and int_kernel is not None:
+                try:
+                    return self._integer_path(node, args, int_kernel), "integer", ""
+                except NotInteger as e:
+                    note = f"float fallback: {e}"
+                    path = "float_fallback"
+            elif path == "integer":
+                path = "float_fallback"
+            return self._float_fallback_path(node, args, float_kernel, keep_float=path == "float"), path, note
+        except ModelError as e:
+            raise ModelError(f"node {node.name} ({node.op_type}): {e.problem}", self.model.path) from None
+        except _KERNEL_ERRORS as e:
+            detail = " ".join(str(e).split())[:200] or type(e).__name__
+            raise ModelError(f"node {node.name} ({node.op_type}) failed: {detail}", self.model.path) from None
+
+    def _integer_path(self, node: Node, args: list[Value | None], kernel: IntKernel) -> tuple[Value, ...]:
+        """Integer math, then requantize: float inputs quantized, the integer kernel run."""
+        out_params = [self.plan.activations.get(o) if o else None for o in node.outputs]
+        prepared: list[Value | None] = []
+        for index, (name, value) in enumerate(zip(node.inputs, args)):
+            if value is None or not is_float(value):
+                prepared.append(value)
+            elif index in kernel.float_inputs:
+                prepared.append(to_float(value))
+            elif isinstance(value, QTensor):
+                prepared.append(value)
+            else:
+                prepared.append(self._quantize_input(name, value, kernel.const_params(index, value, out_params)))
+        return tuple(kernel.run(prepared, out_params))
+
+    def _float_fallback_path(
+        self, node: Node, args: list[Value | None], kernel: OpKernel, keep_float: bool = False
+    ) -> tuple[Value, ...]:
+        """Dequantize, float math, requantize (``keep_float``: the outputs stay float)."""
+        floats: list[np.ndarray | None] = []
+        for name, value in zip(node.inputs, args):
+            if isinstance(value, QTensor):
+                floats.append(value.dequantize())
+            elif not keep_float and name in self.plan.weights and is_float(value) and self._is_stored(name, value):
+                floats.append(self._const(name, value, None).dequantize())  # int8 weights, as the chip holds them
+            else:
+                floats.append(value)
+        outs = kernel.run(*floats)
+        return outs if keep_float else self._quantize_outputs(node, outs)
+
+    def _quantize_outputs(self, node: Node, outs: tuple[np.ndarray, ...]) -> tuple[Value, ...]:
+        result: list[Value] = []
+        for name, value in zip(node.outputs, outs):
+            qp = self.plan.activations.get(name) if name else None
+            if qp is not None and isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                result.append(quantize_tensor(value, qp))
+            else:
+                result.append(value)
+        return tuple(result)
+
+    def _is_stored(self, name: str, value: object) -> bool:
+        return name in self.graph.weights and value is self.graph.weights[name]
+
+    def _quantize_input(self, name: str, value: np.ndarray, hint: QParams | None) -> QTensor:
+        """A float input of an integer kernel as codes: an initializer with its constant
+        parameters, an activation (left float by a ``"float"`` node) with its QParams."""
+        qp = self.plan.activations.get(name)
+        if name in self.graph.weights and (qp is None or self._is_stored(name, value)):
+            return self._const(name, value, hint)
+        if qp is None:
+            raise NotInteger(f"input {name!r} is float and has no QParams")
+        return quantize_tensor(value, qp)
+
+    def _const(self, name: str, value: np.ndarray, hint: QParams | None) -> QTensor:
+        """A float initializer quantized (cached): plan weights, else ``hint``, else per tensor
+        symmetric (the default depends on the values only, so it is cached as such)."""
+        qp = self.plan.weights.get(name)
+        if qp is None:
+            qp = hint
+        cached = self._consts.get(name)
+        if cached is not None and cached[0] is value and (same_params(cached[1], qp) if qp is not None else cached[3]):
+            return cached[2]
+        default = qp is None
+        if qp is None:
+            qp = self._default_const_params(np.asarray(value))
+        q = quantize_tensor(value, qp)
+        self._consts[name] = (value, qp, q, default)
+        return q
+
+    def _default_const_params(self, value: np.ndarray) -> QParams:
+        """Per-tensor symmetric parameters of a constant from its finite min/max."""
+        scheme = self.plan.scheme
+        finite = value[np.isfinite(value)] if value.size else value
+        lo = float(finite.min()) if finite.size else 0.0
+        hi = float(finite.max()) if finite.size else 0.0
+        return qparams_from_range(lo, hi, scheme.weight_dtype, True, scheme.power_of_two)
+
+    def _record_weight(self, result: Int8Result, name: str) -> None:
+        cached = self._consts.get(name)
+        stored = self.graph.weights[name]
+        if cached is not None and cached[0] is stored:
+            result.record(name, cached[2], True)
+        else:
+            result.record(name, np.asarray(stored), True)
+
+
+def run_int8(
+    model: Model,
+    plan: QuantPlan,
+    feeds: Mapping[str, np.ndarray],
+    intermediate: bool = False,
+    hook: Int8Hook | None = None,
+    progress: ProgressFn | None = None,
+) -> Int8Result:
+    """One-shot ``Int8Executor(model, plan).run(...)``."""
+    return Int8Executor(model, plan).run(feeds, intermediate=intermediate, hook=hook, progress=progress)

@@ -15,3 +15,7 @@ class ModelError(Exception):
         self.problem = message
         text = f"{path}: {message}" if path else message
         super().__init__(" ".join(text.split()))
+
+
+class Cancelled(Exception):
+    """A long computation (calibration, analysis) stopped because its cancel check returned True."""

@@ -1,4 +1,9 @@
-"""``inspector run``: execute the model on inputs and write its outputs."""
+"""``inspector run``: execute the model on inputs and write its outputs.
+
+With ``--int8`` the integer-exact int8 executor runs instead and the DEQUANTIZED outputs
+are written: a float model is calibrated first (``--calib DATA`` and the scheme options of
+``inspector analyze``); a QDQ model uses its own scales (``--calib`` is not needed).
+"""
 
 from __future__ import annotations
 
@@ -21,18 +26,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from inspector.progress import TerminalProgress
 
     model = load_from_args(args)
+    if args.int8:
+        from engine.int8.executor import Int8Executor
+        from inspector.commands.analyze import plan_from_args
+
+        bar = TerminalProgress(f"calibrate {model.name}")
+        try:
+            run_model, plan, facts = plan_from_args(model, args, progress=bar)
+        finally:
+            bar.close()
+        if facts.get("method") == "qdq":
+            print("int8: scales from the model's QuantizeLinear/DequantizeLinear nodes")
+        else:
+            synthetic = " (SYNTHETIC random data: ranges are not representative)" if facts.get("synthetic") else ""
+            print(f"int8: calibrated with {facts['method']} on {facts['samples']} samples{synthetic}")
+    else:
+        run_model, plan = model, None
     if args.inputs:
         feeds = read_npz(args.inputs, "input file")
     else:
-        feeds = random_feeds(model, seed=args.seed)
-    plan = executor_for(model)
+        feeds = random_feeds(run_model, seed=args.seed)
     bar = TerminalProgress(f"run {model.name}")
     try:
-        outputs = plan.run(feeds, progress=bar)
+        if plan is not None:
+            result = Int8Executor(run_model, plan).run(feeds, progress=bar)
+            outputs = result.values
+        else:
+            outputs = executor_for(run_model).run(feeds, progress=bar)
     finally:
         bar.close()
-    write_npz(args.output, {name: outputs[name] for name in model.graph.output_names})
-    for name in model.graph.output_names:
+    names = run_model.graph.output_names
+    write_npz(args.output, {name: outputs[name] for name in names})
+    for name in names:
         value = np.asarray(outputs[name])
         finite = value[np.isfinite(value)] if value.dtype.kind == "f" else value
         summary = (
@@ -46,9 +71,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the float model on inputs and write the outputs")
+    from inspector.commands.analyze import add_quant_arguments
+
+    p = sub.add_parser("run", help="run the float (or, with --int8, the int8) model on inputs and write the outputs")
     add_model_arguments(p)
     p.add_argument("--inputs", metavar="IN.npz", help="one array per model input; random (seeded) inputs if omitted")
     p.add_argument("-o", "--output", metavar="OUT.npz", required=True, help="where to write the outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="run the integer-exact int8 executor and write dequantized outputs (float model: needs --calib; "
+        "QDQ model: its own scales)",
+    )
+    add_quant_arguments(p, seed=False)
     p.set_defaults(func=cmd_run)

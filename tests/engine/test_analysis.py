@@ -1,0 +1,187 @@
+"""Per-layer error analysis: streaming metrics, both views, outputs, documents."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from engine import load_model
+from engine.analysis import (
+    ERR_HIST_BINS,
+    ERR_HIST_STEPS,
+    AnalysisConfig,
+    ErrorAccumulator,
+    analysis_document,
+    run_analysis,
+)
+from engine.calibrate import DataSpec, data_spec
+from engine.errors import Cancelled
+from engine.executor import executor_for
+from engine.int8.executor import Int8Executor
+from engine.quant.metrics import compare
+from tests.builders import IR_VERSION, matmul_relu, save
+
+REL = 1e-9
+"""Streaming sums vs one-shot numpy: float64 rounding only."""
+
+
+def test_streaming_error_equals_one_shot_compare() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((50, 40)) * 3
+    test = ref + rng.standard_normal((50, 40)) * 0.1 + 0.05
+    test[3, 4] = np.nan  # excluded pair
+    acc = ErrorAccumulator()
+    for start in (0, 7, 19, 20, 44):  # uneven batches
+        stop = {0: 7, 7: 19, 19: 20, 20: 44, 44: 50}[start]
+        acc.update(ref[start:stop], test[start:stop])
+    got = acc.summary()
+    want = compare(ref, test)
+    assert got.n == want.n == 1999 and got.n_nonfinite == want.n_nonfinite == 1
+    for key in ("cosine", "sqnr_db", "mse", "max_abs_err", "err_mean", "err_std", "err_skew", "err_kurtosis"):
+        assert getattr(got, key) == pytest.approx(getattr(want, key), rel=REL), key
+
+
+def test_error_histogram_is_in_steps() -> None:
+    step = 0.25
+    ref = np.zeros(6)
+    test = np.array([0.0, 0.1, -0.1, 1.0, 100.0, -100.0])  # 0, 0.4, -0.4, 4 steps, beyond both ends
+    acc = ErrorAccumulator()
+    acc.update(ref, test, clipped=2, step=step)
+    s = acc.summary()
+    assert s.hist_under == 1 and s.hist_over == 1 and sum(s.hist_counts) == 4
+    width = 2 * ERR_HIST_STEPS / ERR_HIST_BINS
+    counts = np.asarray(s.hist_counts)
+    assert counts[int((0.0 + ERR_HIST_STEPS) / width)] == 1
+    assert counts[int((4.0 + ERR_HIST_STEPS) / width)] == 1
+    assert counts[int(math.floor((-0.4 + ERR_HIST_STEPS) / width))] == 1
+    assert s.clip_fraction == pytest.approx(2 / 6)
+    assert s.err_mean_steps == pytest.approx(np.mean(test / step))
+
+
+def _chain(tmp_path):
+    """x -> MatMul -> Relu -> MatMul -> y (10 classes)."""
+    rng = np.random.default_rng(1)
+    w1 = numpy_helper.from_array((rng.standard_normal((16, 32)) / 4).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((32, 10)) / 6).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        [w1, w2],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    onnx.checker.check_model(m)
+    return load_model(save(m, tmp_path / "chain.onnx"))
+
+
+def test_views_against_direct_computation(tmp_path) -> None:
+    model = _chain(tmp_path)
+    x = np.random.default_rng(2).standard_normal((24, 16)).astype(np.float32)
+    labels = np.arange(24) % 10
+    np.savez(tmp_path / "d.npz", x=x, labels=labels)
+    spec = data_spec(str(tmp_path / "d.npz"))
+    result = run_analysis(model, spec, config=AnalysisConfig(batch=24))
+    plan = result.plan
+    float_values = executor_for(model).run({"x": x}, intermediate=True)
+    int8 = Int8Executor(model, plan)
+    q = int8.run({"x": x}, intermediate=True)
+    # accumulated view: the int8 run's tensors vs the float run's
+    for name, tensor in (("fc1", "h"), ("relu", "r"), ("fc2", "y")):
+        layer = result.layer(name)
+        assert layer.accumulated.sqnr_db == pytest.approx(compare(float_values[tensor], q.values[tensor]).sqnr_db, rel=1e-9)
+    # isolated view: run_node on the float model's own inputs
+    node = model.graph.nodes[2]
+    outs, _ = int8.run_node(node, [float_values["r"], None])
+    iso = compare(float_values["y"], outs[0])
+    assert result.layer("fc2").isolated.sqnr_db == pytest.approx(iso.sqnr_db, rel=1e-9)
+    assert result.layer("fc2").isolated.cosine == pytest.approx(iso.cosine, rel=1e-9)
+    # the first layer sees the same quantized input in both views
+    assert result.layer("fc1").isolated.sqnr_db == pytest.approx(result.layer("fc1").accumulated.sqnr_db, rel=1e-12)
+    # downstream the accumulated error is worse than the layer's own
+    assert result.layer("fc2").accumulated.sqnr_db < result.layer("fc2").isolated.sqnr_db
+    # outputs: top-1 agreement and accuracy from the labels inside the file
+    out = result.outputs[0]
+    pred_f = float_values["y"].argmax(-1)
+    pred_q = q.values["y"].argmax(-1)
+    assert out.top1_agreement == pytest.approx(np.mean(pred_f == pred_q))
+    assert out.accuracy_float == pytest.approx(np.mean(pred_f == labels))
+    assert out.accuracy_int8 == pytest.approx(np.mean(pred_q == labels))
+    assert out.labelled == 24
+    assert out.error.sqnr_db == pytest.approx(result.layer("fc2").accumulated.sqnr_db, rel=1e-12)
+
+
+def test_document_is_json_and_complete(tmp_path) -> None:
+    model = load_model(save(matmul_relu(k=16, n=8), tmp_path / "m.onnx"))
+    result = run_analysis(model, DataSpec("synthetic", samples=8))
+    doc = analysis_document(result, extra={"cost": {"est_ns": 1}})
+    text = json.dumps(doc, allow_nan=False)
+    back = json.loads(text)
+    assert back["cost"] == {"est_ns": 1}
+    assert back["calibration"]["synthetic"] is True and back["calibration"]["samples"] == 8
+    assert [l["name"] for l in back["layers"]] == ["matmul", "bias", "relu"]
+    for layer in back["layers"]:
+        for key in ("name", "op_type", "cosine", "sqnr_db", "mse", "max_abs_err", "clip_fraction", "cosine_isolated", "sqnr_db_isolated"):
+            assert key in layer
+    act = back["activations"]["xw"]
+    assert sum(act["counts"]) == 8 * 8 and len(act["edges"]) == len(act["counts"]) + 1
+    scale = act["qparams"]["scale"]
+    assert act["hi"] == pytest.approx(127 * scale) and act["lo"] == pytest.approx(-127 * scale)
+    w = back["weights"]["W"]
+    assert w["axis"] == 1 and len(w["min"]) == 8
+    assert np.all(np.asarray(w["max"]) >= np.asarray(w["min"]))
+
+
+def test_progress_and_cancel(tmp_path) -> None:
+    model = load_model(save(matmul_relu(k=16, n=8), tmp_path / "m.onnx"))
+    seen: list[tuple[int, int]] = []
+    run_analysis(model, DataSpec("synthetic", samples=10), config=AnalysisConfig(batch=4), progress=lambda d, t: seen.append((d, t)))
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and seen[-1][0] == seen[-1][1]
+    calls = [0]
+
+    def cancel() -> bool:
+        calls[0] += 1
+        return calls[0] > 3
+
+    with pytest.raises(Cancelled):
+        run_analysis(model, DataSpec("synthetic", samples=10), config=AnalysisConfig(batch=2), cancel=cancel)
+
+
+def test_int16_and_float_layers_are_better(tmp_path) -> None:
+    model = _chain(tmp_path)
+    spec = DataSpec("synthetic", samples=32)
+    base = run_analysis(model, spec, config=AnalysisConfig(findings=False))
+    wide = run_analysis(model, spec, config=AnalysisConfig(findings=False, int16_ops=["fc1"]))
+    kept = run_analysis(model, spec, config=AnalysisConfig(findings=False, float_ops=["fc2"]))
+    # A16W8: the int16 output removes the output rounding noise; the int8 input and weight
+    # noise stay (deterministic data: 37.9 -> 40.7 dB measured), so ask for part of it
+    assert wide.plan.activations["h"].dtype == "int16"
+    assert wide.layer("fc1").isolated.sqnr_db > base.layer("fc1").isolated.sqnr_db + 1.5
+    assert wide.layer("fc1").isolated.err_std_steps > 100 * base.layer("fc1").isolated.err_std_steps
+    # kept in float: weights and output exact, only its int8 input remains (37.5 -> 42.4 dB measured)
+    assert kept.layer("fc2").path == "float" and "y" not in kept.plan.activations
+    assert kept.layer("fc2").isolated.hist_counts is None  # no output step to measure in
+    assert kept.layer("fc2").isolated.sqnr_db > base.layer("fc2").isolated.sqnr_db + 3
+
+
+def test_values_outside_the_quantized_range() -> None:
+    from engine.analysis import values_outside
+    from engine.quant.qparams import qparams_from_range
+
+    qp = qparams_from_range(-1.0, 1.0)  # symmetric int8: step 1/127, range [-1, 1]
+    half = 0.5 / 127
+    x = np.array([-1.2, -1.0 - 0.9 * half, 0.0, 1.0 + 1.1 * half, 1.2], dtype=np.float32)
+    assert values_outside(x, qp) == 3
+    per_channel = qparams_from_range(np.array([-1.0, -2.0]), np.array([1.0, 2.0]), axis=0)
+    assert values_outside(x, per_channel) is None and values_outside(x, None) is None

@@ -410,7 +410,7 @@ class LayerResult:
             "outputs": list(self.outputs),
             "path": self.path,
             "note": self.note,
-            "unit": self.unit,
+            "fused_unit": self.unit,
             "cosine": acc.get("cosine"),
             "sqnr_db": acc.get("sqnr_db"),
             "mse": acc.get("mse"),

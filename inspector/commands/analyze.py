@@ -212,7 +212,7 @@ def print_summary(doc: dict[str, Any], out: TextIO, worst: int = 10) -> None:
     for l in rated[:worst]:
         clips = [c for c in (l.get("clip_fraction"), l.get("outside_fraction")) if c is not None]
         clip = max(clips) if clips else None
-        op = l["op_type"] + (" [GELU]" if l.get("unit") else "")
+        op = l["op_type"] + (" [GELU]" if l.get("fused_unit") else "")
         print(
             f"  {_short(l['name'], 40):<40} {_short(op, 18):<18} {_fmt_db(l['sqnr_db_isolated']):>7} "
             f"{_fmt_db(l.get('sqnr_db')):>7} {_fmt(l.get('cosine'), '.5f'):>8} "
@@ -255,16 +255,48 @@ def _evaluation_from_args(args: argparse.Namespace, model: Any) -> tuple[Any, An
     return spec, labels, path
 
 
+def print_npu_summary(doc: dict[str, Any], out: TextIO, top: int = 8) -> None:
+    """Estimated latency on the profile, unfused and fused, and the largest fusion savings."""
+    tl = doc.get("timeline")
+    if not tl:
+        return
+    prof = doc["profile"]
+    fused, unfused = tl["total_ns"], tl["total_ns_unfused"]
+    print(
+        f"NPU estimate on {prof['name']}: {unfused / 1e6:.3f} ms unfused, {fused / 1e6:.3f} ms with "
+        f"{len(doc['fusions'])} fusions ({100 * (1 - fused / unfused) if unfused else 0:.1f}% saved)",
+        file=out,
+    )
+    layers = [l for l in doc["layers"] if l.get("est_ns") is not None]
+    memory = sum(l["est_ns"] for l in layers if l.get("bound") == "memory")
+    total = sum(l["est_ns"] for l in layers) or 1.0
+    print(f"  memory-bound layers take {100 * memory / total:.1f}% of the unfused layer time", file=out)
+    fusions = sorted(doc["fusions"], key=lambda f: -f["est_ns_saved"])[:top]
+    if fusions:
+        print(f"  {'fusion':<28} {'nodes':>5} {'DRAM saved':>12} {'time saved':>12}", file=out)
+        for f in fusions:
+            print(
+                f"  {_short(f['pattern'], 28):<28} {len(f['nodes']):>5} {f['dram_bytes_saved']:>10,d} B "
+                f"{f['est_ns_saved'] / 1e3:>9.2f} us",
+                file=out,
+            )
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from engine.analysis import AnalysisConfig, analysis_document, has_qdq, run_analysis
+    from engine.analysis import AnalysisConfig, has_qdq, run_analysis
     from engine.calibrate import data_spec
+    from engine.deployment import deployment_document, npu_report_for
     from engine.fileio import write_text
+    from inspector.profiles import resolve_profile
     from inspector.progress import TerminalProgress
 
     model = load_from_args(args)
+    profile = resolve_profile(args.profile)
     if args.no_quant:
-        doc = analysis_document(None, model=model)
-        print(f"model        {model.path}\nquantization analysis skipped (--no-quant): {len(doc['layers'])} layers listed")
+        report = npu_report_for(model, profile, None)
+        doc = deployment_document(model, None, report)
+        print(f"model        {model.path}\nquantization analysis skipped (--no-quant)")
+        print_npu_summary(doc, sys.stdout)
         if args.json:
             write_text(args.json, json.dumps(doc, indent=1, allow_nan=False))
             print(f"wrote {args.json}")
@@ -289,8 +321,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         result = run_analysis(model, calib, evaluation, labels, labels_path or "labels", config, progress=bar)
     finally:
         bar.close()
-    doc = analysis_document(result)
+    report = npu_report_for(model, profile, result)
+    doc = deployment_document(model, result, report)
     print_summary(doc, sys.stdout)
+    print_npu_summary(doc, sys.stdout)
     if args.json:
         write_text(args.json, json.dumps(doc, indent=1, allow_nan=False))
         print(f"wrote {args.json}")
@@ -310,5 +344,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", metavar="LABELS.npz",
                    help="key 'labels' (one per sample); if it also holds the model inputs, evaluate on them")
     p.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
-    p.add_argument("--no-quant", action="store_true", help="skip the quantization analysis (list the layers only)")
+    p.add_argument("--no-quant", action="store_true", help="skip the quantization analysis (cost model, fusions and timeline only)")
+    p.add_argument("--profile", default="journey5", metavar="NAME|FILE",
+                   help="NPU profile for the cost model: a shipped name (see `inspector profiles`), host, or a .toml file (default journey5)")
     p.set_defaults(func=cmd_analyze)

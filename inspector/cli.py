@@ -1,5 +1,7 @@
 """The ``inspector`` command line.
 
+With no subcommand, ``inspector`` opens the desktop window (``inspector gui``).
+
 Exit codes, for every subcommand: 0 success, 1 a check failed, 2 bad input or usage
 (one line on stderr naming the file and the problem; never a traceback, unless the
 environment sets INSPECTOR_DEBUG=1). Subcommands live in ``inspector.commands``.
@@ -14,7 +16,7 @@ import traceback
 from typing import Sequence
 
 from engine.errors import ModelError
-from inspector.cliutil import EXIT_BAD_INPUT, EXIT_OK, UsageError, _Parser
+from inspector.cliutil import EXIT_BAD_INPUT, UsageError, _Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +39,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if getattr(args, "func", None) is None:
-            parser.print_help()
-            return EXIT_OK
-        return int(args.func(args))
+            # no subcommand: open the desktop window (--help and --version exit in parse_args)
+            from inspector.app import run_app
+
+            return run_app()
+        import numpy as np
+
+        # NaN/Inf in a model's weights or data is reported by the analysis itself; numpy's
+        # floating-point RuntimeWarnings would only add multi-line noise to stderr
+        with np.errstate(all="ignore"):
+            return int(args.func(args))
     except UsageError as e:
         print(f"inspector: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

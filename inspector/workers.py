@@ -1,0 +1,285 @@
+"""Background jobs for the window: ``QThreadPool`` + ``QRunnable``, signals on a separate QObject.
+
+A :class:`Worker` runs ``fn(*args, progress=..., cancel=..., **kwargs)`` on a pool thread.
+Its :class:`WorkerSignals` (created on the UI thread, so connected slots run there, queued)
+report ``started``, ``progress(done, total)``, then exactly one of ``returned(result)``,
+``errored(message)`` or ``cancelled()``, and always ``finished`` last.
+
+Cancelling sets a flag; the job sees it in its next ``progress`` call (which raises
+:class:`engine.errors.Cancelled`) or ``cancel()`` poll. The UI thread never waits for a job:
+a superseded job's late result is simply ignored (:class:`JobRunner` keeps one current job
+per kind).
+
+GIL: pure-Python engine code holds the GIL between switch intervals; the progress callback
+also sleeps for 0 s at most every :data:`YIELD_EVERY_S`, handing the GIL to the UI thread
+when it waits for it. Progress signals are sent at most every :data:`EMIT_EVERY_S`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from engine.errors import Cancelled, ModelError
+
+EMIT_EVERY_S = 0.05
+"""Least time between two progress signals of one job (the last one is always sent)."""
+YIELD_EVERY_S = 0.004
+"""The progress callback releases the GIL (``time.sleep(0)``) at least this often."""
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for the window: a ModelError as is, anything else with its type."""
+    if isinstance(exc, ModelError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    detail = " ".join(str(exc).split())[:300]
+    return f"internal error: {type(exc).__name__}: {detail}" if detail else f"internal error: {type(exc).__name__}"
+
+
+class WorkerSignals(QObject):
+    """Signals of one :class:`Worker` (a QRunnable is not a QObject, so it cannot have any)."""
+
+    started = Signal()
+    progress = Signal(int, int)
+    returned = Signal(object)
+    errored = Signal(str)
+    cancelled = Signal()
+    finished = Signal()
+
+
+class Worker(QRunnable):
+    """Runs ``fn`` on a pool thread with ``progress`` and ``cancel`` keyword arguments.
+
+    ``fn`` must accept ``progress(done, total)`` and ``cancel() -> bool``; its result goes to
+    ``signals.returned``. Exceptions never escape: :class:`Cancelled` becomes
+    ``signals.cancelled``, anything else a one-line ``signals.errored`` message.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, label: str = "", **kwargs: Any) -> None:
+        super().__init__()
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.label = label or getattr(fn, "__name__", "job")
+        self.signals = WorkerSignals()
+        self._cancel = threading.Event()
+        self._last_emit = 0.0
+        self._last_yield = 0.0
+        self.setAutoDelete(True)
+
+    # called from the worker thread --------------------------------------------------
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def report(self, done: int, total: int) -> None:
+        """The job's progress callback: raises Cancelled when cancelled, yields the GIL,
+        sends ``progress`` at most every EMIT_EVERY_S (always when ``done >= total``)."""
+        if self._cancel.is_set():
+            raise Cancelled(f"{self.label} cancelled")
+        now = time.monotonic()
+        if now - self._last_yield >= YIELD_EVERY_S:
+            self._last_yield = now
+            time.sleep(0)
+        if done >= total or now - self._last_emit >= EMIT_EVERY_S:
+            self._last_emit = now
+            self.signals.progress.emit(int(done), int(total))
+
+    def _poll(self) -> bool:
+        """The job's cancel check (engine code polls it between steps); also yields the GIL."""
+        now = time.monotonic()
+        if now - self._last_yield >= YIELD_EVERY_S:
+            self._last_yield = now
+            time.sleep(0)
+        return self._cancel.is_set()
+
+    def run(self) -> None:  # noqa: D401 (Qt name)
+        signals = self.signals
+        try:
+            signals.started.emit()
+            if self._cancel.is_set():
+                raise Cancelled(f"{self.label} cancelled")
+            result = self.fn(*self.args, progress=self.report, cancel=self._poll, **self.kwargs)
+            if self._cancel.is_set():
+                raise Cancelled(f"{self.label} cancelled")
+        except Cancelled:
+            signals.cancelled.emit()
+        except BaseException as exc:  # never let an exception reach Qt's thread (it aborts)
+            if os.environ.get("INSPECTOR_DEBUG"):
+                traceback.print_exc()
+            signals.errored.emit(error_message(exc))
+        else:
+            signals.returned.emit(result)
+        finally:
+            signals.finished.emit()
+
+    # called from any thread ---------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the job to stop; it stops at its next progress call or cancel poll."""
+        self._cancel.set()
+
+
+class _Job:
+    """Book-keeping of one started worker (UI thread only)."""
+
+    __slots__ = ("kind", "worker", "signals", "on_result", "on_error", "on_cancel")
+
+    def __init__(
+        self,
+        kind: str,
+        worker: Worker,
+        on_result: Callable[[Any], None],
+        on_error: Callable[[str], None] | None,
+        on_cancel: Callable[[], None] | None,
+    ) -> None:
+        self.kind = kind
+        self.worker = worker
+        self.signals = worker.signals
+        self.on_result = on_result
+        self.on_error = on_error
+        self.on_cancel = on_cancel
+
+
+class JobRunner(QObject):
+    """Starts workers on a thread pool, at most one current job per kind.
+
+    ``start`` cancels the running job of the same kind (its result is dropped). The callbacks
+    run on the UI thread: ``on_result(result)``, ``on_error(message)``, ``on_cancel()``.
+    ``progress(kind, done, total)`` and ``busy_changed(busy)`` drive the progress bar.
+    The workers' signals are connected to this object's methods, so Qt queues them to the
+    UI thread; ``sender()`` tells which job a signal came from.
+    """
+
+    progress = Signal(str, int, int)
+    busy_changed = Signal(bool)
+    job_finished = Signal(str)
+
+    def __init__(self, pool: QThreadPool | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.pool = pool or QThreadPool.globalInstance()
+        self._current: dict[str, _Job] = {}
+        self._jobs: dict[int, _Job] = {}  # every started job until its ``finished``
+        self._labels: dict[str, str] = {}
+        self._serial = 0
+
+    def start(
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        label: str = "",
+        on_result: Callable[[Any], None],
+        on_error: Callable[[str], None] | None = None,
+        on_cancel: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> Worker:
+        """Run ``fn(*args, progress=, cancel=, **kwargs)`` as the current job of ``kind``."""
+        old = self._current.get(kind)
+        if old is not None:
+            old.worker.cancel()
+        worker = Worker(fn, *args, label=label or kind, **kwargs)
+        self._serial += 1
+        job = _Job(kind, worker, on_result, on_error, on_cancel)
+        worker.signals.job_key = self._serial
+        worker.signals.setParent(self)  # Qt owns it now: freed by deleteLater, not by Python's GC mid-signal
+        self._jobs[self._serial] = job
+        s = worker.signals
+        s.progress.connect(self._on_progress)
+        s.returned.connect(self._on_returned)
+        s.errored.connect(self._on_errored)
+        s.cancelled.connect(self._on_cancelled)
+        s.finished.connect(self._on_finished)
+        was_busy = self.busy
+        self._current[kind] = job
+        self._labels[kind] = worker.label
+        self.pool.start(worker)
+        if not was_busy:
+            self.busy_changed.emit(True)
+        return worker
+
+    # ------------------------------------------------------------------ state
+    @property
+    def busy(self) -> bool:
+        return bool(self._current)
+
+    def is_running(self, kind: str) -> bool:
+        return kind in self._current
+
+    def running(self) -> list[str]:
+        """Kinds with a current job, in start order."""
+        return list(self._current)
+
+    def label(self, kind: str) -> str:
+        return self._labels.get(kind, kind)
+
+    def pending(self) -> int:
+        """Started jobs whose ``finished`` has not arrived yet (superseded ones included)."""
+        return len(self._jobs)
+
+    def cancel(self, kind: str | None = None) -> None:
+        """Cancel the current job of ``kind`` (all current jobs when None)."""
+        kinds = list(self._current) if kind is None else [kind]
+        for k in kinds:
+            job = self._current.get(k)
+            if job is not None:
+                job.worker.cancel()
+
+    # ------------------------------------------------------------------ slots (UI thread)
+    def _job(self) -> _Job | None:
+        key = getattr(self.sender(), "job_key", None)
+        return self._jobs.get(key) if key is not None else None
+
+    def _is_current(self, job: _Job | None) -> bool:
+        return job is not None and self._current.get(job.kind) is job
+
+    def _on_progress(self, done: int, total: int) -> None:
+        job = self._job()
+        if self._is_current(job) and not job.worker.is_cancelled():
+            self.progress.emit(job.kind, done, total)
+
+    def _on_returned(self, result: Any) -> None:
+        job = self._job()
+        if not self._is_current(job):
+            return
+        self._release(job)
+        if job.worker.is_cancelled():  # cancelled after the work was done: drop the result
+            if job.on_cancel is not None:
+                job.on_cancel()
+            return
+        job.on_result(result)
+
+    def _on_errored(self, message: str) -> None:
+        job = self._job()
+        if self._is_current(job):
+            self._release(job)
+            if job.on_error is not None:
+                job.on_error(message)
+
+    def _on_cancelled(self) -> None:
+        job = self._job()
+        if self._is_current(job):
+            self._release(job)
+            if job.on_cancel is not None:
+                job.on_cancel()
+
+    def _on_finished(self) -> None:
+        job = self._job()
+        if job is None:
+            return
+        if self._is_current(job):  # no verdict arrived (should not happen): free the kind
+            self._release(job)
+        self._jobs.pop(job.signals.job_key, None)
+        job.signals.deleteLater()
+        self.job_finished.emit(job.kind)
+
+    def _release(self, job: _Job) -> None:
+        if self._current.get(job.kind) is job:
+            del self._current[job.kind]
+            if not self._current:
+                self.busy_changed.emit(False)

@@ -1,0 +1,150 @@
+"""Background jobs: results, errors and cancellation arrive on the UI thread, exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from PySide6.QtCore import QThreadPool
+
+from engine.errors import Cancelled, ModelError
+from inspector.workers import JobRunner, Worker, error_message
+
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture
+def pool():
+    p = QThreadPool()
+    p.setMaxThreadCount(2)
+    yield p
+    p.waitForDone(10_000)
+
+
+@pytest.fixture
+def runner(qtbot, pool) -> JobRunner:
+    return JobRunner(pool)
+
+
+def counting(n: int, progress: Any, cancel: Any, log: list[int] | None = None, pause: float = 0.002) -> int:
+    """A job that reports progress n times (each call may raise Cancelled)."""
+    for i in range(n):
+        time.sleep(pause)
+        if log is not None:
+            log.append(i)
+        progress(i + 1, n)
+    return n * 2
+
+
+def polling(progress: Any, cancel: Any, log: list[int]) -> str:
+    """A job that only polls ``cancel()``, as engine loops do between steps."""
+    for i in range(100_000):
+        if cancel():
+            raise Cancelled("stopped")
+        log.append(i)
+        time.sleep(0.001)
+    return "ran to the end"
+
+
+def test_worker_signals_exist() -> None:
+    w = Worker(counting, 1)
+    for name in ("started", "progress", "returned", "errored", "cancelled", "finished"):
+        assert hasattr(w.signals, name)
+
+
+def test_result_and_progress_arrive_on_the_ui_thread(qtbot, runner: JobRunner) -> None:
+    results: list[tuple[int, bool]] = []
+    progress: list[tuple[str, int, int]] = []
+    runner.progress.connect(lambda k, d, t: progress.append((k, d, t)))
+    ui_thread = threading.current_thread()
+    with qtbot.waitSignal(runner.busy_changed, timeout=TIMEOUT_MS, check_params_cb=lambda busy: not busy):
+        runner.start("count", counting, 40,
+                     on_result=lambda r: results.append((r, threading.current_thread() is ui_thread)))
+        assert runner.is_running("count")
+    assert results == [(80, True)]
+    assert progress, "no progress reported"
+    assert progress[-1] == ("count", 40, 40)  # the final report is never throttled away
+    assert all(k == "count" and 0 < d <= t == 40 for k, d, t in progress)
+    assert [d for _, d, _ in progress] == sorted(d for _, d, _ in progress)
+    assert not runner.busy
+
+
+def test_model_error_becomes_its_one_line_message(qtbot, runner: JobRunner) -> None:
+    def bad(progress: Any, cancel: Any) -> None:
+        raise ModelError("not an ONNX model", "/tmp/x.onnx")
+
+    errors: list[str] = []
+    results: list[Any] = []
+    with qtbot.waitSignal(runner.job_finished, timeout=TIMEOUT_MS):
+        runner.start("load", bad, on_result=results.append, on_error=errors.append)
+    assert errors == ["/tmp/x.onnx: not an ONNX model"]
+    assert results == []
+
+
+def test_unexpected_exception_is_reported_not_raised(qtbot, runner: JobRunner) -> None:
+    def broken(progress: Any, cancel: Any) -> None:
+        raise ValueError("shapes (3,) and (4,)\nnot aligned")
+
+    errors: list[str] = []
+    with qtbot.waitSignal(runner.job_finished, timeout=TIMEOUT_MS):
+        runner.start("x", broken, on_result=lambda r: None, on_error=errors.append)
+    assert errors == ["internal error: ValueError: shapes (3,) and (4,) not aligned"]
+    assert "\n" not in errors[0]
+
+
+def test_cancel_stops_the_job_at_its_next_progress_call(qtbot, runner: JobRunner) -> None:
+    log: list[int] = []
+    outcome: list[str] = []
+    runner.start("long", counting, 100_000, log=log, pause=0.001,
+                 on_result=lambda r: outcome.append("result"), on_cancel=lambda: outcome.append("cancelled"))
+    qtbot.waitUntil(lambda: len(log) > 20, timeout=TIMEOUT_MS)
+    with qtbot.waitSignal(runner.job_finished, timeout=TIMEOUT_MS):
+        runner.cancel("long")
+    assert outcome == ["cancelled"]
+    stopped_at = len(log)
+    assert stopped_at < 100_000
+    time.sleep(0.05)
+    assert len(log) == stopped_at  # the job really stopped
+    assert not runner.busy
+
+
+def test_cancel_is_seen_by_engine_style_cancel_polls(qtbot, runner: JobRunner) -> None:
+    log: list[int] = []
+    outcome: list[str] = []
+    runner.start("poll", polling, log=log, on_result=outcome.append, on_cancel=lambda: outcome.append("cancelled"))
+    qtbot.waitUntil(lambda: len(log) > 5, timeout=TIMEOUT_MS)
+    with qtbot.waitSignal(runner.job_finished, timeout=TIMEOUT_MS):
+        runner.cancel()
+    assert outcome == ["cancelled"]
+
+
+def test_a_new_job_of_the_same_kind_supersedes_the_running_one(qtbot, runner: JobRunner) -> None:
+    first_log: list[int] = []
+    results: list[int] = []
+    cancelled: list[str] = []
+    runner.start("analysis", counting, 100_000, log=first_log, pause=0.001,
+                 on_result=results.append, on_cancel=lambda: cancelled.append("first"))
+    qtbot.waitUntil(lambda: len(first_log) > 5, timeout=TIMEOUT_MS)
+    with qtbot.waitSignal(runner.busy_changed, timeout=TIMEOUT_MS, check_params_cb=lambda busy: not busy):
+        runner.start("analysis", counting, 5, on_result=results.append)
+    qtbot.waitUntil(lambda: runner.pending() == 0, timeout=TIMEOUT_MS)
+    assert results == [10]  # only the second job's result is delivered
+    assert cancelled == []  # a superseded job reports nothing
+    assert len(first_log) < 100_000
+
+
+def test_jobs_of_different_kinds_run_side_by_side(qtbot, runner: JobRunner) -> None:
+    results: dict[str, int] = {}
+    runner.start("npu", counting, 10, on_result=lambda r: results.__setitem__("npu", r))
+    runner.start("analysis", counting, 20, on_result=lambda r: results.__setitem__("analysis", r))
+    assert set(runner.running()) == {"npu", "analysis"}
+    qtbot.waitUntil(lambda: len(results) == 2 and not runner.busy, timeout=TIMEOUT_MS)
+    assert results == {"npu": 20, "analysis": 40}
+
+
+def test_error_message_formats() -> None:
+    assert error_message(ModelError("bad", "m.onnx")) == "m.onnx: bad"
+    assert error_message(MemoryError()) == "out of memory"
+    assert error_message(KeyError("x")) == "internal error: KeyError: 'x'"

@@ -7,6 +7,12 @@ A kernel is built once per node (``__init__`` may precompute from attributes) an
 called as ``kernel.run(*inputs)``; omitted optional inputs arrive as ``None``. ``_run``
 returns one array or a tuple of arrays, one per node output. Kernels keep the input
 dtype (float32 stays float32) and use vectorised numpy only.
+
+Buffer reuse: a kernel whose class lists input positions in ``reuses`` may be called as
+``kernel.run_reusing(reusable, *inputs)`` by an executor that knows those inputs are dead
+(nobody reads them again; see :mod:`engine.executor`). It may then write its output into
+``inputs[i]`` for ``i`` in ``reusable`` and return that array, saving an allocation and a
+pass over fresh memory. ``run(*inputs)`` never writes into its inputs.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class OpKernel:
 
     op_type: ClassVar[str] = ""
     domain: ClassVar[str] = ""
+    #: input positions whose buffer this kernel can take over for its output (``run_reusing``)
+    reuses: ClassVar[tuple[int, ...]] = ()
 
     def __init__(self, node: Node, opset: int) -> None:
         self.node = node
@@ -44,8 +52,23 @@ class OpKernel:
         return None
 
     def run(self, *inputs: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """The node's outputs, one array per output; the inputs are left untouched."""
         result = self._run(*inputs)
-        if isinstance(result, tuple):
+        if type(result) is tuple:
+            return result
+        if isinstance(result, list):
+            return tuple(result)
+        return (result,)
+
+    def run_reusing(self, reusable: tuple[int, ...], *inputs: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Like :meth:`run`, but ``inputs[i]`` for every ``i`` in ``reusable`` (positions from
+        ``reuses``) are dead buffers the kernel may overwrite and return as an output.
+
+        The caller guarantees that nothing else references those arrays (no views of them,
+        not weights, graph inputs or kept tensors) and never reads them after the call.
+        """
+        result = self._run_reusing(reusable, *inputs) if reusable else self._run(*inputs)
+        if type(result) is tuple:
             return result
         if isinstance(result, list):
             return tuple(result)
@@ -53,6 +76,10 @@ class OpKernel:
 
     def _run(self, *inputs: np.ndarray | None) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError(f"kernel {type(self).__name__} has no _run")
+
+    def _run_reusing(self, reusable: tuple[int, ...], *inputs: np.ndarray | None) -> Any:
+        """``_run`` writing into a reusable input where it can; the default ignores them."""
+        return self._run(*inputs)
 
 
 def register(cls: type[OpKernel]) -> type[OpKernel]:

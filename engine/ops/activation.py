@@ -39,9 +39,15 @@ class Relu(OpKernel):
     """max(x, 0)."""
 
     op_type = "Relu"
+    reuses = (0,)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return as_array(np.maximum(x, np.zeros((), dtype=x.dtype)), x.dtype)
+
+    def _run_reusing(self, reusable: tuple[int, ...], x: np.ndarray) -> np.ndarray:
+        if not x.flags.writeable:
+            return self._run(x)
+        return np.maximum(x, np.zeros((), dtype=x.dtype), out=x)
 
 
 @register

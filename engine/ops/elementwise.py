@@ -61,11 +61,21 @@ _ERFC_R = (5.64189583547755073984e-1, 1.27536670759978104416e0, 5.01905042251180
 _ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.20489539808096656605e1,
            1.70814450747565897222e1, 9.60896809063285878198e0, 3.36907645100081516050e0)
 
-# float32 erf on [-4, 4]: x A(x^2) / B(x^2) (Eigen / XLA single-precision approximation)
-_ERF32_A = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-            -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
-_ERF32_B = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
-            -1.42647390514189e-02)
+# float32 erf as tanh(x P(x^2)): P (degree 7, decreasing powers) fits atanh(erf(x)) / x on
+# [0, 4] (Lawson-weighted least squares on the relative error of erf, fitted in float64 against
+# scipy.special.erf once, offline). Every coefficient of P is finite and P(z) > 0 for all
+# z >= 0, so x P(x^2) grows with |x| and tanh saturates to +-1 exactly where float32 erf
+# rounds to +-1 (|x| > 3.9): no clamp and no branch are needed, +-inf give +-1 and NaN stays NaN.
+# Measured in float32 arithmetic against math.erf on 4M points of [-8, 8] plus geometric grids
+# down to +-1e-30: max abs error 1.42e-7, at most 3.5 float32 ulp (the rational this replaced:
+# 4.4e-7, 7.4 ulp); tests/engine/test_float_fast_paths.py checks it.
+_ERF32_TANH = tuple(
+    np.float32(c)
+    for c in (
+        5.689852210882558e-09, 2.2146711023884533e-08, -4.754525980675361e-06, 8.446132084109302e-05,
+        -0.0006146238847922243, -0.00019543481042883664, 0.10276989791892846, 1.1283792460342725,
+    )
+)
 
 
 def _polyval(coeffs: tuple[float, ...], x: np.ndarray) -> np.ndarray:
@@ -106,39 +116,85 @@ def erfc_large(a: np.ndarray) -> np.ndarray:
         return np.exp(-ac * ac) * ratio
 
 
-def _erf_float32(x: np.ndarray) -> np.ndarray:
-    """Single-precision erf: x A(x^2) / B(x^2) on x clamped to [-4, 4] (the rational used by
-    Eigen and XLA); at most 8 float32 ulp (absolute error < 5e-7), about 3x faster than
-    evaluating the float64 approximation."""
-    with np.errstate(all="ignore"):
-        xc = np.clip(x, -4, 4)
-        z = xc * xc
-        return xc * _polyval(_ERF32_A, z) / _polyval(_ERF32_B, z)
+_ERF32_BLOCK = 65536  # elements per pass: x, z, the accumulator and the output stay in L2 (4 x 256 KB)
 
 
-def erf(x: np.ndarray) -> np.ndarray:
+def _erf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Single-precision erf: tanh(x P(x^2)) (see ``_ERF32_TANH``), 16 float32 passes and
+    one tanh per block of ``_ERF32_BLOCK`` elements (blocks measured 1.1-1.5x faster than whole-array
+    passes on 0.5-1.5 MB tensors); max abs error 1.42e-7 (3.5 ulp). ``out`` (C-contiguous, may be
+    ``x`` itself) receives the result."""
+    result = out if out is not None else np.empty(x.shape, dtype=np.float32)
+    flat_x = np.ascontiguousarray(x).reshape(-1)
+    flat_out = result.reshape(-1)
+    block = min(flat_x.size, _ERF32_BLOCK)
+    z_buf = np.empty(block, dtype=np.float32)
+    # the polynomial accumulates in the output block unless that block is x itself
+    acc_buf = np.empty(block, dtype=np.float32) if np.may_share_memory(flat_x, flat_out) else None
+    with np.errstate(all="ignore"):  # x * x overflows to inf for |x| > 1.8e19: tanh(inf) = 1
+        for start in range(0, flat_x.size, block):
+            xb = flat_x[start : start + block]
+            ob = flat_out[start : start + block]
+            z = z_buf[: xb.size]
+            acc = ob if acc_buf is None else acc_buf[: xb.size]
+            np.multiply(xb, xb, out=z)
+            np.multiply(z, _ERF32_TANH[0], out=acc)
+            acc += _ERF32_TANH[1]
+            for c in _ERF32_TANH[2:]:
+                acc *= z
+                acc += c
+            np.multiply(acc, xb, out=ob)  # ob may be xb: same positions, read before written
+            np.tanh(ob, out=ob)
+    return result
+
+
+def erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The error function, element-wise, in ``x``'s float dtype (float64 for other input).
 
     float64 input is evaluated in float64 (~1e-16 relative); float32 and float16 input in
-    float32 arithmetic (at most 8 float32 ulp).
+    float32 arithmetic (max abs error 1.42e-7, 3.5 float32 ulp, measured). ``out``, a float32
+    array of ``x``'s shape (``x`` itself allowed), receives a float32 result.
     """
     x = np.asarray(x)
     if x.dtype.kind != "f" or x.dtype == np.float64:
         return _erf_float64(x.astype(np.float64, copy=False))
-    return _erf_float32(x.astype(np.float32, copy=False)).astype(x.dtype, copy=False)
+    if x.dtype == np.float32:
+        if out is not None and (out.dtype != np.float32 or out.shape != x.shape or not out.flags.c_contiguous):
+            out = None
+        return _erf_float32(x, out)
+    return _erf_float32(x.astype(np.float32)).astype(x.dtype)
 
 
 # ------------------------------------------------------------------ unary math
 
 
-class _Unary(OpKernel):
-    """One input, one output of the same dtype: ``fn(x)``."""
+def broadcasts_into(small: np.ndarray, big: np.ndarray) -> bool:
+    """Whether ``small`` broadcasts to exactly ``big``'s shape (so ``big`` can hold the result)."""
+    if small.ndim > big.ndim:
+        return False
+    return all(s == 1 or s == b for s, b in zip(small.shape[::-1], big.shape[::-1]))
 
-    fn: ClassVar[Callable[[np.ndarray], np.ndarray]]
+
+class _Unary(OpKernel):
+    """One input, one output of the same dtype: ``fn(x)``.
+
+    Float input goes straight to the ufunc (``out=`` the dead input when the executor
+    offers it); other input keeps the general path.
+    """
+
+    fn: ClassVar[Callable[..., np.ndarray]]
+    reuses = (0,)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
             return as_array(type(self).fn(x), x.dtype)
+
+    def _run_reusing(self, reusable: tuple[int, ...], x: np.ndarray) -> np.ndarray:
+        fn = type(self).fn
+        if x.dtype.kind != "f" or not isinstance(fn, np.ufunc) or not x.flags.writeable:
+            return self._run(x)
+        with np.errstate(all="ignore"):
+            return fn(x, out=x)
 
 
 def _unary(op: str, fn: Callable[[np.ndarray], np.ndarray], doc: str) -> type[OpKernel]:
@@ -152,7 +208,6 @@ _unary("Log", np.log, "Natural logarithm (-inf at 0, NaN below).")
 _unary("Neg", np.negative, "-x (integers wrap like C).")
 _unary("Abs", np.abs, "|x|.")
 _unary("Reciprocal", np.reciprocal, "1 / x.")
-_unary("Erf", erf, "Gauss error function.")
 _unary("Floor", np.floor, "Round toward -inf.")
 _unary("Ceil", np.ceil, "Round toward +inf.")
 _unary("Round", np.rint, "Round to nearest, halves to even.")
@@ -162,13 +217,31 @@ _unary("Sin", np.sin, "Sine (radians).")
 _unary("Cos", np.cos, "Cosine (radians).")
 
 
+@register
+class Erf(_Unary):
+    """Gauss error function (float32: tanh(x P(x^2)), max abs error 1.42e-7; float64: Cephes)."""
+
+    op_type = "Erf"
+    fn = staticmethod(erf)
+
+    def _run_reusing(self, reusable: tuple[int, ...], x: np.ndarray) -> np.ndarray:
+        if x.dtype != np.float32 or not x.flags.writeable:
+            return self._run(x)
+        return erf(x, out=x)
+
+
 # ------------------------------------------------------------------ binary arithmetic
 
 
 class _Binary(OpKernel):
-    """Two broadcast inputs: ``fn(a, b)``, result in ``a``'s dtype (or bool for comparisons)."""
+    """Two broadcast inputs: ``fn(a, b)``, result in ``a``'s dtype (or bool for comparisons).
+
+    With two float inputs of one dtype, ``ufunc`` (when set) writes straight into a dead
+    input of the result's shape when the executor offers one.
+    """
 
     fn: ClassVar[Callable[[np.ndarray, np.ndarray], np.ndarray]]
+    ufunc: ClassVar[np.ufunc | None] = None
     returns_bool: ClassVar[bool] = False
 
     def _run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -176,9 +249,31 @@ class _Binary(OpKernel):
             result = type(self).fn(a, b)
         return as_array(result, np.dtype(np.bool_) if self.returns_bool else a.dtype)
 
+    def _run_reusing(self, reusable: tuple[int, ...], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ufunc = type(self).ufunc
+        if ufunc is not None and a.dtype.kind == "f" and a.dtype == b.dtype:
+            out = None
+            if 0 in reusable and a.flags.writeable and broadcasts_into(b, a):
+                out = a
+            elif 1 in reusable and b.flags.writeable and broadcasts_into(a, b):
+                out = b
+            if out is not None:
+                with np.errstate(all="ignore"):
+                    return ufunc(a, b, out=out)
+        return self._run(a, b)
 
-def _binary(op: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: str, returns_bool: bool = False) -> type[OpKernel]:
-    attrs = {"op_type": op, "fn": staticmethod(fn), "returns_bool": returns_bool, "__doc__": doc, "__module__": __name__}
+
+def _binary(
+    op: str,
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    doc: str,
+    returns_bool: bool = False,
+    ufunc: np.ufunc | None = None,
+) -> type[OpKernel]:
+    attrs: dict[str, Any] = {
+        "op_type": op, "fn": staticmethod(fn), "returns_bool": returns_bool, "__doc__": doc, "__module__": __name__,
+        "ufunc": ufunc, "reuses": (0, 1) if ufunc is not None else (),
+    }
     return register(type(op, (_Binary,), attrs))
 
 
@@ -192,10 +287,10 @@ def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b)
 
 
-_binary("Add", np.add, "a + b.")
-_binary("Sub", np.subtract, "a - b.")
-_binary("Mul", np.multiply, "a * b.")
-_binary("Div", _divide, "a / b; integer division truncates toward zero.")
+_binary("Add", np.add, "a + b.", ufunc=np.add)
+_binary("Sub", np.subtract, "a - b.", ufunc=np.subtract)
+_binary("Mul", np.multiply, "a * b.", ufunc=np.multiply)
+_binary("Div", _divide, "a / b; integer division truncates toward zero.", ufunc=np.divide)
 _binary("Pow", np.power, "a ** b; the result has the base's dtype.")
 _binary("Equal", np.equal, "a == b.", returns_bool=True)
 _binary("Less", np.less, "a < b.", returns_bool=True)

@@ -122,10 +122,15 @@ class MaxPool(OpKernel):
         xp = pad_spatial(x, geo.begins, [e + more for e, more in zip(geo.ends, geo.extra)], fill)
         want_indices = len(self.node.outputs) > 1 and bool(self.node.outputs[1])
         if not want_indices:
-            y: np.ndarray | None = None
-            for tap in _taps(geo):
-                view = xp[(slice(None), slice(None)) + tap_slices(tap, geo.dilations, geo.strides, geo.out_shape)]
-                y = view.copy() if y is None else np.maximum(y, view, out=y)
+            views = [
+                xp[(slice(None), slice(None)) + tap_slices(tap, geo.dilations, geo.strides, geo.out_shape)]
+                for tap in _taps(geo)
+            ]
+            if len(views) == 1:
+                return views[0].copy()
+            y = np.maximum(views[0], views[1])  # the first two taps make the output: no separate copy
+            for view in views[2:]:
+                np.maximum(y, view, out=y)
             return y
         return self._with_indices(x, xp, geo)
 

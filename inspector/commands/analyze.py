@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any, TextIO
 
-from inspector.cliutil import EXIT_OK, UsageError, add_model_arguments, load_from_args
+from inspector.cliutil import (
+    EXIT_OK,
+    UsageError,
+    add_model_arguments,
+    load_from_args,
+    model_path,
+)
 
 SCHEME_HELP = (
     "comma-separated: int8|uint8 (activations), sym|asym, per-channel|per-tensor (weights), pow2 "
@@ -282,25 +289,21 @@ def print_npu_summary(doc: dict[str, Any], out: TextIO, top: int = 8) -> None:
             )
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
+def analysis_from_args(args: argparse.Namespace, progress: Any = None) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """Run the whole analysis the options describe: (model, AnalysisResult or None with
+    ``--no-quant``, NpuReport on ``--profile``, the JSON document). Shared by ``analyze``,
+    ``report`` and any command that needs the same figures. ``progress(done, total)``
+    counts samples (calibration, evaluation, probe)."""
     from engine.analysis import AnalysisConfig, has_qdq, run_analysis
     from engine.calibrate import data_spec
     from engine.deployment import deployment_document, npu_report_for
-    from engine.fileio import write_text
     from inspector.profiles import resolve_profile
-    from inspector.progress import TerminalProgress
 
     model = load_from_args(args)
     profile = resolve_profile(args.profile)
     if args.no_quant:
         report = npu_report_for(model, profile, None)
-        doc = deployment_document(model, None, report)
-        print(f"model        {model.path}\nquantization analysis skipped (--no-quant)")
-        print_npu_summary(doc, sys.stdout)
-        if args.json:
-            write_text(args.json, json.dumps(doc, indent=1, allow_nan=False))
-            print(f"wrote {args.json}")
-        return EXIT_OK
+        return model, None, report, deployment_document(model, None, report)
     scheme = scheme_from_args(args)
     qdq = has_qdq(model)
     calib = None if (qdq and args.calib is None) else calib_spec_from_args(args)
@@ -316,19 +319,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch=args.batch,
     )
-    bar = TerminalProgress(f"analyze {model.name}")
+    result = run_analysis(model, calib, evaluation, labels, labels_path or "labels", config, progress=progress)
+    report = npu_report_for(model, profile, result)
+    return model, result, report, deployment_document(model, result, report)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from engine.fileio import write_text
+    from inspector.progress import TerminalProgress
+
+    bar = TerminalProgress(f"analyze {os.path.splitext(os.path.basename(model_path(args)))[0]}")
     try:
-        result = run_analysis(model, calib, evaluation, labels, labels_path or "labels", config, progress=bar)
+        model, result, _report, doc = analysis_from_args(args, progress=bar)
     finally:
         bar.close()
-    report = npu_report_for(model, profile, result)
-    doc = deployment_document(model, result, report)
-    print_summary(doc, sys.stdout)
+    if result is None:
+        print(f"model        {model.path}\nquantization analysis skipped (--no-quant)")
+    else:
+        print_summary(doc, sys.stdout)
     print_npu_summary(doc, sys.stdout)
     if args.json:
         write_text(args.json, json.dumps(doc, indent=1, allow_nan=False))
         print(f"wrote {args.json}")
     return EXIT_OK
+
+
+def add_analysis_arguments(p: argparse.ArgumentParser) -> None:
+    """MODEL / --sample, the quantization options, --labels, --no-quant and --profile: what
+    :func:`analysis_from_args` reads (``--json`` is each command's own)."""
+    add_model_arguments(p)
+    add_quant_arguments(p)
+    p.add_argument("--labels", metavar="LABELS.npz",
+                   help="key 'labels' (one per sample); if it also holds the model inputs, evaluate on them")
+    p.add_argument("--no-quant", action="store_true", help="skip the quantization analysis (cost model, fusions and timeline only)")
+    p.add_argument("--profile", default="journey5", metavar="NAME|FILE",
+                   help="NPU profile for the cost model: a shipped name (see `inspector profiles`), host, or a .toml file (default journey5)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -339,12 +364,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SQNR is in dB, higher is better. Without --calib (and without --sample) calibration uses "
         "seeded synthetic data, and the report says so.",
     )
-    add_model_arguments(p)
-    add_quant_arguments(p)
-    p.add_argument("--labels", metavar="LABELS.npz",
-                   help="key 'labels' (one per sample); if it also holds the model inputs, evaluate on them")
+    add_analysis_arguments(p)
     p.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
-    p.add_argument("--no-quant", action="store_true", help="skip the quantization analysis (cost model, fusions and timeline only)")
-    p.add_argument("--profile", default="journey5", metavar="NAME|FILE",
-                   help="NPU profile for the cost model: a shipped name (see `inspector profiles`), host, or a .toml file (default journey5)")
     p.set_defaults(func=cmd_analyze)

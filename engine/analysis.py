@@ -307,7 +307,10 @@ class ErrorAccumulator:
             return math.inf
         if self.sum_ref2 == 0.0:
             return -math.inf
-        return 10.0 * math.log10(self.sum_ref2 / noise)
+        ratio = self.sum_ref2 / noise
+        if not ratio > 0.0:  # noise overflowed to inf (ratio 0) or a NaN sum
+            return -math.inf if ratio == 0.0 else math.nan
+        return 10.0 * math.log10(ratio)
 
     def summary(self) -> ErrorSummary:
         nan = math.nan
@@ -499,7 +502,11 @@ class WeightView:
     qparams: dict[str, Any] | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node": self.node, "axis": self.axis, "min": self.min, "max": self.max, "qparams": self.qparams}
+        # a channel without finite values has min +inf / max -inf: null in JSON
+        def finite(values: list[float]) -> list[float | None]:
+            return [v if math.isfinite(v) else None for v in values]
+
+        return {"node": self.node, "axis": self.axis, "min": finite(self.min), "max": finite(self.max), "qparams": self.qparams}
 
 
 @dataclass

@@ -40,6 +40,7 @@ import math
 import os
 import queue as queue_mod
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
@@ -49,6 +50,7 @@ from engine.errors import Cancelled, ModelError
 from engine.executor import executor_for
 from engine.graph import Model, Node, TensorInfo
 from engine.int8.plan import NodePath, QuantPlan, Rounding, propagate_passthrough
+from engine.memory import check_allocation
 from engine.quant.observers import MIN_EXPONENT, HistogramObserver, PerChannelMinMaxObserver, fit_exponent
 from engine.quant.qparams import QParams, QuantScheme, qparams_for_weight, qparams_from_range
 from engine.quant.ranges import compute_range
@@ -113,8 +115,14 @@ def _read_header(fp: Any, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
             shape, fortran, dtype = fmt.read_array_header_1_0(fp)
         elif version == (2, 0):
             shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+        elif version == (3, 0):  # utf-8 field names; numpy 2 keeps the reader in _format_impl
+            impl = getattr(np.lib, "_format_impl", fmt)
+            reader = getattr(impl, "_read_array_header", None) or getattr(fmt, "_read_array_header", None)
+            if reader is None:
+                raise ModelError(".npy format version 3.0 is not readable with this numpy", where)
+            shape, fortran, dtype = reader(fp, version)
         else:
-            shape, fortran, dtype = fmt._read_array_header(fp, version)  # version 3: utf-8 field names
+            raise ModelError(f"not a readable numpy array (unknown .npy format version {version[0]}.{version[1]})", where)
     except (ValueError, OSError, EOFError, SyntaxError) as e:
         raise ModelError(f"not a readable numpy array ({' '.join(str(e).split())[:160]})", where) from None
     dtype = np.dtype(dtype)
@@ -123,6 +131,14 @@ def _read_header(fp: Any, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     if dtype.kind not in "biuf":
         raise ModelError(f"holds {dtype} data; only numeric (bool, integer, float) arrays are accepted", where)
     return tuple(int(d) for d in shape), bool(fortran), dtype
+
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, KeyError)
+"""What reading a damaged .npy/.npz raises (bad CRC, bad deflate stream, seek past the end, ...)."""
+
+
+def _error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
 
 
 class _Array:
@@ -142,8 +158,11 @@ class _Array:
             with open(path, "rb") as f:
                 self.shape, self.fortran, self.dtype = _read_header(f, where)
         else:
-            with zipfile.ZipFile(path) as z, z.open(member) as f:
-                self.shape, self.fortran, self.dtype = _read_header(f, where)
+            try:
+                with zipfile.ZipFile(path) as z, z.open(member) as f:
+                    self.shape, self.fortran, self.dtype = _read_header(f, where)
+            except _READ_ERRORS as e:
+                raise ModelError(f"not a readable .npz member ({_error_text(e)})", where) from None
 
     @property
     def rows(self) -> int:
@@ -154,6 +173,7 @@ class _Array:
 
     def _load_whole(self) -> np.ndarray:
         if self._whole is None:
+            check_allocation(self.shape, self.dtype, "array", self.where)  # numpy allocates the header's shape
             if self.member is None:
                 self._whole = np.load(self.path, allow_pickle=False)
             else:
@@ -162,7 +182,16 @@ class _Array:
         return self._whole
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of axis 0 (a fresh array)."""
+        """Rows ``start:stop`` of axis 0 (a fresh array); a damaged file is a ModelError."""
+        try:
+            return self._read(start, stop)
+        except ModelError:
+            raise
+        except _READ_ERRORS as e:
+            self.close()
+            raise ModelError(f"array data cannot be read ({_error_text(e)})", self.where) from None
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
         if self.fortran and len(self.shape) > 1:
             return np.array(self._load_whole()[start:stop])
         if self.member is None:
@@ -404,6 +433,8 @@ class CalibrationData:
         for info in self.model.graph.inputs:
             if info.shape is None:
                 raise ModelError(f"input {info.name!r} has no declared shape; synthetic data needs one", self.model.path)
+            if len(info.shape) == 0:
+                raise ModelError(f"input {info.name!r} is a scalar (rank 0); synthetic data needs a sample axis", self.model.path)
             for axis, d in enumerate(info.shape):
                 if not isinstance(d, int) and axis > 0:
                     raise ModelError(
@@ -517,6 +548,7 @@ class CalibrationData:
             for info in self.model.graph.inputs:
                 shape = tuple(d if isinstance(d, int) else 1 for d in info.shape)  # type: ignore[union-attr]
                 dtype = info.dtype or np.dtype(np.float32)
+                check_allocation(shape, np.float64, f"input {info.name!r}", self.model.path)  # drawn in float64
                 if dtype.kind == "f":
                     value = rng.standard_normal(shape).astype(dtype)
                 elif dtype.kind == "b":

@@ -538,7 +538,12 @@ def _compute(v: _NodeView) -> tuple[int, int, bool]:
 
 def _node_cost(graph: Graph, node: Node, act_bytes: int, weight_bytes: int) -> tuple[NodeCost, bool]:
     v = _NodeView(graph, node)
-    macs, flops, has_rule = _compute(v)
+    try:
+        macs, flops, has_rule = _compute(v)
+    except (ZeroDivisionError, IndexError, ValueError, TypeError, OverflowError):
+        # attributes or declared shapes that contradict each other (a stride of 0, a MatMul
+        # of a scalar): the node cannot run, and its cost is unknown, as for an op without a rule
+        macs, flops, has_rule = 0, 0, False
     weights = graph.weights
     param = act_in = act_out = 0
     known = True

@@ -4,16 +4,29 @@
 tensor by name (inputs, weights read by nodes, every node output). Intermediates are freed
 after their last use unless kept. A ``hook(node, inputs, outputs)`` sees every node's
 outputs and may return replacements (the int8 paths use this to substitute values).
+
+Buffer reuse: when a node is the last reader of an intermediate tensor and the kernel can
+write its output over that input (``OpKernel.reuses``), the executor hands the buffer over
+through ``kernel.run_reusing``. It does so only for tensors produced by earlier nodes (never
+graph inputs, weights, graph outputs or tensors kept for the caller), never with a hook or
+``intermediate=True``, never for a tensor read twice by the node, and only when, at that
+moment, the executor's own table holds the sole reference to an array that owns its memory
+(``base is None``, writeable): a live view of it (a Reshape or Transpose output) or any
+other holder (a weight cache, a Constant kernel, the caller) keeps a reference and so
+blocks the reuse. Without ``sys.getrefcount`` (not CPython) or without the GIL there is
+no reuse.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from engine.errors import ModelError
 from engine.graph import Model, Node
+from engine.memory import check_allocation, check_declared
 from engine.ops import make_kernel, unsupported_reason
 
 Hook = Callable[[Node, Sequence[np.ndarray | None], tuple[np.ndarray, ...]], Sequence[np.ndarray] | None]
@@ -32,12 +45,44 @@ def unsupported_ops(model: Model) -> dict[str, str]:
     return result
 
 
+def _table_refs(values: dict[str, np.ndarray], name: str) -> int:
+    """``sys.getrefcount`` of ``values[name]`` as seen from here (table entry + call temporaries)."""
+    return sys.getrefcount(values[name])
+
+
+def _calibrate_sole_refs() -> int:
+    """The count :func:`_table_refs` reports for an array referenced only by the table
+    (measured, so interpreter versions that count temporaries differently stay correct);
+    0 disables buffer reuse."""
+    if not hasattr(sys, "getrefcount"):
+        return 0
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    if is_gil_enabled is not None and not is_gil_enabled():
+        return 0  # free-threaded CPython: another thread's references are not reliably counted
+    table = {"probe": np.empty(4, dtype=np.float32)}
+    return _table_refs(table, "probe")
+
+
+_SOLE_REFS = _calibrate_sole_refs()
+
+
+def _sole_owner(values: dict[str, np.ndarray], name: str) -> bool:
+    """Whether ``values[name]`` is an ndarray owning writeable memory that nothing but the
+    value table references (no views of it, no other holder)."""
+    value = values[name]
+    if type(value) is not np.ndarray or value.base is not None or not value.flags.writeable:
+        return False
+    del value
+    return _table_refs(values, name) <= _SOLE_REFS
+
+
 class Executor:
     """A prepared plan for one model: kernels built once, buffers freed after last use."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         graph = model.graph
+        check_declared(graph.tensors.values(), model.path)  # refuse what cannot fit before running
         missing = unsupported_ops(model)
         if missing:
             names = ", ".join(f"{op} ({why})" if not why.startswith("no kernel") else op for op, why in missing.items())
@@ -57,6 +102,26 @@ class Executor:
         # outputs never read by anyone and not graph outputs die right away
         self.dead_outputs: list[list[str]] = [
             [o for o in n.outputs if o and o not in self.last_use and o not in outputs] for n in graph.nodes
+        ]
+        # per node, (input position, tensor) pairs whose buffer the kernel may take over: the
+        # node is the tensor's last reader and reads it once, an earlier node produced it,
+        # and it is no graph output, graph input or weight
+        produced = {o for n in graph.nodes for o in n.outputs if o} - set(graph.input_names)
+        self.reuse_candidates: list[tuple[tuple[int, str], ...]] = []
+        for i, (node, kernel) in enumerate(zip(graph.nodes, self.kernels)):
+            self.reuse_candidates.append(tuple(
+                (pos, node.inputs[pos])
+                for pos in kernel.reuses
+                if pos < len(node.inputs)
+                and node.inputs[pos] in produced
+                and node.inputs[pos] not in outputs
+                and node.inputs[pos] not in graph.weights
+                and self.last_use.get(node.inputs[pos]) == i
+                and node.inputs.count(node.inputs[pos]) == 1
+            ))
+        # where each node's inputs come from: True = the value table, False = the weights
+        self._from_values: list[tuple[tuple[str, bool], ...]] = [
+            tuple((name, name not in graph.weights) for name in node.inputs) for node in graph.nodes
         ]
 
     def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -108,13 +173,21 @@ class Executor:
         weights = graph.weights
         kept = set(keep)
         collected: dict[str, np.ndarray] = dict(values) if intermediate else {}
+        collecting = intermediate or bool(kept)
+        reuse = _SOLE_REFS > 0 and hook is None and not intermediate
         total = len(graph.nodes)
+        reuse_candidates = self.reuse_candidates
         for i, (node, kernel) in enumerate(zip(graph.nodes, self.kernels)):
+            reusable: tuple[int, ...] = ()
+            if reuse and reuse_candidates[i]:
+                reusable = tuple(
+                    pos for pos, name in reuse_candidates[i] if name not in kept and _sole_owner(values, name)
+                )
             args: list[np.ndarray | None] = []
-            for name in node.inputs:
+            for name, in_values in self._from_values[i]:
                 if not name:
                     args.append(None)
-                elif name in values:
+                elif in_values or name in values:  # a feed may override an initializer
                     args.append(values[name])
                 else:
                     w = weights[name]
@@ -122,8 +195,11 @@ class Executor:
                     if intermediate:
                         collected[name] = w
             try:
-                outs = kernel.run(*args)
-            except ModelError:
+                outs = kernel.run_reusing(reusable, *args) if reusable else kernel.run(*args)
+            except ModelError as e:
+                if e.path is None:  # a kernel's refusal (e.g. a tensor too large): say where
+                    where = "" if e.problem.startswith(f"node {node.name} ") else f"node {node.name} ({node.op_type}): "
+                    raise ModelError(f"{where}{e.problem}", self.model.path) from None
                 raise
             except (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, MemoryError) as e:
                 detail = " ".join(str(e).split())[:200] or type(e).__name__
@@ -135,8 +211,10 @@ class Executor:
             for name, value in zip(node.outputs, outs):
                 if name:
                     values[name] = value
-                    if intermediate or name in kept:
+                    if collecting and (intermediate or name in kept):
                         collected[name] = value
+            # drop this frame's references before the next node's sole-owner checks
+            args = outs = value = None  # type: ignore[assignment]
             for name in self.free_after[i]:
                 values.pop(name, None)
             for name in self.dead_outputs[i]:
@@ -194,6 +272,7 @@ def random_feeds(model: Model, seed: int = 0, batch: int = 1) -> dict[str, np.nd
                     f"input {info.name!r} has symbolic dimension {d!r}; bind it with --dim {d}=N", model.path
                 )
         dtype = info.dtype or np.dtype(np.float32)
+        check_allocation(shape, np.float64, f"input {info.name!r}", model.path)  # drawn in float64
         if dtype.kind == "f":
             feeds[info.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":

@@ -17,6 +17,7 @@ from typing import IO, Iterator, Mapping
 import numpy as np
 
 from engine.errors import ModelError
+from engine.memory import check_allocation
 
 
 def read_npz(path: str | os.PathLike[str], what: str = "array file") -> dict[str, np.ndarray]:
@@ -28,8 +29,16 @@ def read_npz(path: str | os.PathLike[str], what: str = "array file") -> dict[str
         raise ModelError(f"is a folder, not an {what}", path)
     try:
         if path.endswith(".npy"):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            with open(path, "rb") as f:
+                _check_declared_size(f, stem, path)
             arr = np.load(path, allow_pickle=False)
-            return {os.path.splitext(os.path.basename(path))[0]: arr}
+            return {stem: arr}
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for name in (n for n in z.namelist() if n.endswith(".npy")):
+                    with z.open(name) as f:
+                        _check_declared_size(f, name[: -len(".npy")], path)
         with np.load(path, allow_pickle=False) as data:
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ModelError(f"not an .npz {what}", path)
@@ -42,6 +51,20 @@ def read_npz(path: str | os.PathLike[str], what: str = "array file") -> dict[str
         raise ModelError(f"not a readable numpy file ({' '.join(str(e).split())[:160]})", path) from None
     except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise ModelError(f"not a readable numpy file ({type(e).__name__}: {' '.join(str(e).split())[:160]})", path) from None
+
+
+def _check_declared_size(fp: IO[bytes], key: str, path: str) -> None:
+    """Refuse an array whose ``.npy`` header declares more than memory holds, before numpy
+    allocates it (a 100-byte file can claim terabytes)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, _, dtype = fmt.read_array_header_2_0(fp)
+    else:
+        return  # numpy's own reader decides on other versions
+    check_allocation(shape, dtype, f"array {key!r}", path)
 
 
 @contextlib.contextmanager

@@ -173,7 +173,39 @@ def _parse(data: bytes, path: str) -> onnx.ModelProto:
         raise ModelError("not an ONNX model (no IR version or no graph in the file)", path)
     if not proto.graph.node and not proto.graph.output:
         raise ModelError("not an ONNX model (the graph has no nodes and no outputs)", path)
+    _check_text(proto, path)
     return proto
+
+
+def _check_text(proto: onnx.ModelProto, path: str) -> None:
+    """Refuse names that are not valid UTF-8 (protobuf hands them over as bytes, which no
+    name lookup, message or JSON report can use): a corrupt file, or a byte flipped in it."""
+    g = proto.graph
+
+    def check(value: object, what: str) -> None:
+        if isinstance(value, bytes):
+            shown = value.decode("utf-8", errors="replace")
+            raise ModelError(f"{what} {shown!r} is not valid UTF-8 text (the file is corrupt)", path)
+
+    for field in ("producer_name", "producer_version", "domain"):
+        check(getattr(proto, field), f"model {field}")
+    for o in proto.opset_import:
+        check(o.domain, "opset domain")
+    check(g.name, "graph name")
+    for vi in (*g.input, *g.output, *g.value_info):
+        check(vi.name, "tensor name")
+    for t in g.initializer:
+        check(t.name, "initializer name")
+    for sp in g.sparse_initializer:
+        check(sp.values.name, "initializer name")
+    for i, node in enumerate(g.node):
+        check(node.name, f"node {i} name")
+        check(node.op_type, f"node {i} op type")
+        check(node.domain, f"node {i} domain")
+        for name in (*node.input, *node.output):
+            check(name, f"node {i} tensor name")
+        for a in node.attribute:
+            check(a.name, f"node {i} attribute name")
 
 
 def _check_opset(proto: onnx.ModelProto, path: str) -> None:

@@ -10,6 +10,7 @@ environment sets INSPECTOR_DEBUG=1). Subcommands live in ``inspector.commands``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -60,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except MemoryError:
         print("inspector: error: out of memory", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # the reader of stdout went away (`inspector info M | head`): stop quietly, and keep
+        # Python's exit-time flush of stdout from failing again
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        print("inspector: output closed early (broken pipe)", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as e:  # last resort: one line, never a traceback for the user
         if os.environ.get("INSPECTOR_DEBUG"):

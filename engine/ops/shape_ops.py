@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from engine.graph import Node
+from engine.memory import check_allocation
 from engine.ops import OpKernel, register
 
 
@@ -225,6 +226,7 @@ class Expand(OpKernel):
 
     def _run(self, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
         target = np.broadcast_shapes(x.shape, tuple(_int_list(shape)))
+        check_allocation(target, x.dtype, f"tensor {self.node.outputs[0]!r}")
         return np.broadcast_to(x, target).copy()
 
 
@@ -238,6 +240,7 @@ class Tile(OpKernel):
         reps = _int_list(repeats)
         if len(reps) != x.ndim:
             raise ValueError(f"{len(reps)} repeats for rank {x.ndim}")
+        check_allocation([d * r for d, r in zip(x.shape, reps)], x.dtype, f"tensor {self.node.outputs[0]!r}")
         return np.tile(x, reps)
 
 
@@ -337,6 +340,7 @@ class ConstantOfShape(OpKernel):
     def _run(self, shape: np.ndarray) -> np.ndarray:
         value = self.attr("value")
         fill = np.zeros(1, dtype=np.float32) if value is None else np.asarray(value).reshape(-1)
+        check_allocation(_int_list(shape), fill.dtype, f"tensor {self.node.outputs[0]!r}")
         return np.full(tuple(_int_list(shape)), fill[0], dtype=fill.dtype)
 
 
@@ -352,6 +356,7 @@ class Range(OpKernel):
         if d == 0:
             raise ValueError("delta is 0")
         count = max(int(np.ceil((lim - s) / d)), 0)
+        check_allocation([count], np.float64, f"tensor {self.node.outputs[0]!r}")
         return (s + np.arange(count, dtype=np.float64 if dtype.kind == "f" else np.int64) * d).astype(dtype)
 
 

@@ -229,7 +229,7 @@ class CostModel:
 
     ``act_bytes`` / ``weight_bytes``: deployed element size of float activations / weights
     (1 = int8, 2 = int16, 4 = float32: everything then runs on the float unit).
-    ``float_ops``: op types the quantization scheme keeps in float.
+    ``float_ops``: op types or node names the quantization scheme keeps in float.
     """
 
     def __init__(
@@ -305,7 +305,8 @@ class CostModel:
         """(unit, lane) a node runs on under this profile and scheme."""
         op = node.op_type
         float_lane = "float" if self.profile.has_float_unit else "host"
-        if op in FLOAT_ONLY_OPS or op in self.float_ops or max(self.act_bytes, self.weight_bytes) >= 4:
+        kept_float = op in self.float_ops or node.name in self.float_ops
+        if op in FLOAT_ONLY_OPS or kept_float or max(self.act_bytes, self.weight_bytes) >= 4:
             return "float", float_lane
         if op in MAC_OPS:
             return "mac", "mac"

@@ -24,19 +24,19 @@ class DeployedFormat:
 
     act_bytes: int
     weight_bytes: int
-    float_ops: frozenset[str] | None  # None: the cost model's defaults
+    float_ops: frozenset[str] | None  # op types or node names; None: the cost model's defaults
 
 
 def deployed_format(model: Model, result: AnalysisResult | None) -> DeployedFormat:
     """What the cost model should assume. With an analysis, the plan says it: activations of
-    its dtype (int16 counts 2 bytes) and, as float ops, the op types of nodes the int8
-    executor ran on a float path. Without, int8 and the cost model's default float ops."""
+    its dtype (int16 counts 2 bytes) and, as float ops, the nodes (by name) the int8
+    executor ran on a float path. Without, int8 and the cost model's default float op types."""
     if result is None:
         return DeployedFormat(1, 1, None)
     plan = result.plan
     act_bytes = 2 if plan.scheme.activation_dtype == "int16" else 1
     weight_bytes = 2 if plan.scheme.weight_dtype == "int16" else 1
-    float_ops = {layer.op_type for layer in result.layers if layer.path in ("float", "float_fallback")}
+    float_ops = {layer.name for layer in result.layers if layer.path in ("float", "float_fallback")}
     return DeployedFormat(act_bytes, weight_bytes, frozenset(float_ops))
 
 

@@ -53,27 +53,27 @@ def load_model(path: str | os.PathLike[str], dims: Mapping[str, int] | None = No
     base_dir = os.path.dirname(os.path.abspath(path))
     has_external = _validate_external_data(proto, base_dir, path)
     _check_opset(proto, path)
-    try:
-        if has_external:
-            onnx.checker.check_model(path)
-        else:
-            onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as e:
-        raise ModelError(f"fails the ONNX checker: {_first_line(str(e))}", path) from None
-    except Exception as e:  # the checker's C++ side raises other types on broken files
-        raise ModelError(f"fails the ONNX checker: {_first_line(str(e))}", path) from None
-    return model_from_proto(proto, path=path, base_dir=base_dir, dims=dims, checked=True)
+    light = _light_proto(proto, base_dir)
+    _run_checker(light, path)
+    return model_from_proto(proto, path=path, base_dir=base_dir, dims=dims, checked=True, light=light)
 
 
 def load_model_bytes(data: bytes, name: str = "<memory>", dims: Mapping[str, int] | None = None) -> Model:
     """Load a serialized ModelProto held in memory (no external data)."""
     proto = _parse(data, name)
     _check_opset(proto, name)
+    light = _light_proto(proto, None)
+    _run_checker(light, name)
+    return model_from_proto(proto, path=name, base_dir=None, dims=dims, checked=True, light=light)
+
+
+def _run_checker(light: onnx.ModelProto, path: str) -> None:
+    """The ONNX checker on the light copy (weights stand as typed graph inputs, so a big
+    model is not serialised again; external data was validated by the loader itself)."""
     try:
-        onnx.checker.check_model(proto)
-    except Exception as e:
-        raise ModelError(f"fails the ONNX checker: {_first_line(str(e))}", name) from None
-    return model_from_proto(proto, path=name, base_dir=None, dims=dims, checked=True)
+        onnx.checker.check_model(light)
+    except Exception as e:  # ValidationError, or other types from the checker's C++ side
+        raise ModelError(f"fails the ONNX checker: {_first_line(str(e))}", path) from None
 
 
 def model_from_proto(
@@ -82,8 +82,11 @@ def model_from_proto(
     base_dir: str | None = None,
     dims: Mapping[str, int] | None = None,
     checked: bool = False,
+    light: onnx.ModelProto | None = None,
 ) -> Model:
-    """Convert a ModelProto to the engine's Model (used by the loader and by tests)."""
+    """Convert a ModelProto to the engine's Model (used by the loader and by tests).
+
+    ``light`` is the loader's weight-free copy of ``proto`` (made here when not given)."""
     if not checked:
         _check_opset(proto, path)
     dims = dict(dims or {})
@@ -98,7 +101,7 @@ def model_from_proto(
     opsets = {(o.domain if o.domain != "ai.onnx" else ""): int(o.version) for o in proto.opset_import}
     opset = opsets.get("", 0)
 
-    inferred = _infer_shapes(proto, dims, base_dir)
+    inferred = _infer_shapes(light if light is not None else _light_proto(proto, base_dir), dims)
     g = inferred.graph
     weights = WeightStore()
     for init in proto.graph.initializer:
@@ -309,25 +312,61 @@ def _inline_external(t: TensorProto, base_dir: str | None) -> None:
     t.raw_data = raw
 
 
-def _infer_shapes(proto: onnx.ModelProto, dims: Mapping[str, int], base_dir: str | None) -> onnx.ModelProto:
-    """Shape inference on a light copy (no weight bytes), with symbolic dims bound."""
+# initializers with more elements than this stand as typed graph inputs in the light copy
+LIGHT_MAX_ELEMENTS = 64
+
+
+def _light_proto(proto: onnx.ModelProto, base_dir: str | None) -> onnx.ModelProto:
+    """A copy of ``proto`` without weight bytes, for the checker and shape inference.
+
+    Initializers of more than LIGHT_MAX_ELEMENTS elements become graph inputs of the same
+    type and shape (valid from IR 4; older models list them as inputs already). Small ones
+    are kept with their values, since Reshape/Expand/Slice targets come from them; small
+    external ones are read in. Copying only this keeps a big model's load from holding the
+    interpreter for the checker's re-serialisation of every weight.
+    """
     light = onnx.ModelProto()
-    light.CopyFrom(proto)
-    for t in light.graph.initializer:
-        # Shape inference needs dims and dtype only, so drop the bytes and a big model stays
-        # cheap; but keep small integer tensors (Reshape/Expand/Slice targets come from them),
-        # reading them in when they are stored externally.
-        small_int = t.data_type in (TensorProto.INT64, TensorProto.INT32) and int(np.prod(t.dims, dtype=np.int64)) <= 64
-        if small_int:
-            if t.data_location == TensorProto.EXTERNAL:
-                _inline_external(t, base_dir)
+    for fd, value in proto.ListFields():
+        if fd.name == "graph":
             continue
-        _clear_data(t)
+        _copy_field(light, fd.name, value)
+    src, g = proto.graph, light.graph
+    for fd, value in src.ListFields():
+        if fd.name == "initializer":
+            continue
+        _copy_field(g, fd.name, value)
+    declared = {vi.name for vi in src.input}
+    for t in src.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) <= LIGHT_MAX_ELEMENTS:
+            kept = g.initializer.add()
+            kept.CopyFrom(t)
+            if kept.data_location == TensorProto.EXTERNAL:
+                _inline_external(kept, base_dir)
+        elif t.name not in declared:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
+
+
+def _copy_field(message: Any, name: str, value: Any) -> None:
+    """Copy one set field (repeated, message or scalar) of a protobuf message onto another."""
+    if hasattr(value, "extend"):
+        getattr(message, name).extend(value)
+    elif hasattr(value, "CopyFrom"):
+        getattr(message, name).CopyFrom(value)
+    else:
+        setattr(message, name, value)
+
+
+def _infer_shapes(light: onnx.ModelProto, dims: Mapping[str, int]) -> onnx.ModelProto:
+    """Shape inference on the light copy, with symbolic dims bound (on a copy of it)."""
     if dims:
-        for vi in light.graph.input:
+        bound = onnx.ModelProto()
+        bound.CopyFrom(light)
+        for vi in bound.graph.input:
             for d in vi.type.tensor_type.shape.dim:
                 if d.HasField("dim_param") and d.dim_param in dims:
                     d.dim_value = int(dims[d.dim_param])
+        light = bound
     try:
         return onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception:

@@ -2,7 +2,7 @@
 
 Run from the project root::
 
-    .venv/bin/python -m benchmarks.bench_int8_executor [--repeat 15] [--warmup 3] [--threads 1] [--json out.json]
+    .venv/bin/python -m benchmarks.bench_int8_executor [--repeat 15] [--warmup 3] [--threads 1] [--rounds 1] [--json out.json]
 
 For each model (the BERT-style encoder at hidden 256, seq 128, 2 layers; the CNN, 4 blocks,
 width 32, 64x64) it builds a min/max plan from 4 random inputs (the tests' minimal plan:
@@ -12,8 +12,11 @@ integer path; the BERT encoder twice: Softmax/GELU/LayerNorm on the I-BERT integ
 kernels, then on the float fallback) and the float executor
 ``engine.run`` on the same input, alternating the two. The median of ``repeat`` runs
 after ``warmup`` of each is reported in ms with the ratio int8 / float (lower is better),
-and the int8 output's cosine similarity and SQNR against the float output. ``--rounding``
-picks the requantization rounding (default ``half_even_float``).
+the median of the per-pair ratios (each int8 run over the float run right after it: less
+sensitive to load that drifts during the measurement on a shared machine), and the int8
+output's cosine similarity and SQNR against the float output. ``--rounding`` picks the
+requantization rounding (default ``half_even_float``). ``--rounds N`` measures every
+model N times and closes with the best, median and worst ratio over the rounds.
 
 ``--threads N`` pins numpy's BLAS to N threads (threadpoolctl), the steadier comparison
 on a shared machine.
@@ -52,6 +55,7 @@ class Int8BenchResult:
     int8_ms: float
     float_ms: float
     ratio: float
+    ratio_pairs: float
     cosine: float
     sqnr_db: float
     integer_nodes: int
@@ -105,10 +109,11 @@ def bench_one(
         int8_times.append(_time_ms(lambda: executor.run(feeds)))
         float_times.append(_time_ms(lambda: engine.run(model, feeds)))
     int8_ms, float_ms = statistics.median(int8_times), statistics.median(float_times)
+    pairs = statistics.median(a / b for a, b in zip(int8_times, float_times))
     integer = sum(1 for p in result.paths.values() if p == "integer")
     label = f"{name} ({'I-BERT' if nonlinear == 'integer' else 'fallback'})" if paths else name
     return Int8BenchResult(
-        label, int8_ms, float_ms, int8_ms / float_ms, stats.cosine, stats.sqnr_db, integer, len(result.paths) - integer
+        label, int8_ms, float_ms, int8_ms / float_ms, pairs, stats.cosine, stats.sqnr_db, integer, len(result.paths) - integer
     )
 
 
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounding", default="half_even_float", choices=["half_even_float", "fixed_point_half_up"])
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     parser.add_argument("--threads", type=int, default=0, help="pin numpy BLAS to N threads (0: default)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every model this many times (best/median/worst)")
     args = parser.parse_args(argv)
 
     limiter = None
@@ -131,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             limiter = threadpool_limits(limits=args.threads, user_api="blas")
     print(f"numpy {np.__version__}, rounding {args.rounding}; median of {args.repeat} after {args.warmup} warm-up")
-    print(f"{'model':36s} {'int8 ms':>9s} {'float ms':>9s} {'ratio':>6s} {'cosine':>8s} {'sqnr dB':>8s} {'int/fallback':>13s}")
+    print(
+        f"{'model':36s} {'int8 ms':>9s} {'float ms':>9s} {'ratio':>6s} {'pairs':>6s} {'cosine':>8s} {'sqnr dB':>8s}"
+        f" {'int/fallback':>13s}"
+    )
     results: list[Int8BenchResult] = []
     for name, build, make_feeds in _cases():
         if args.only and args.only not in name:
@@ -139,13 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         proto = build()
         has_nonlinear = any(n.op_type in NONLINEAR_OPS for n in proto.graph.node)
         for nonlinear in ("integer", "float_fallback") if has_nonlinear else ("integer",):
-            r = bench_one(name, proto, make_feeds, args.warmup, args.repeat, args.rounding, nonlinear)
-            results.append(r)
-            print(
-                f"{r.model:36s} {r.int8_ms:9.2f} {r.float_ms:9.2f} {r.ratio:6.2f} {r.cosine:8.5f} {r.sqnr_db:8.1f}"
-                f" {r.integer_nodes:6d}/{r.fallback_nodes:<6d}"
-            )
-            sys.stdout.flush()
+            rounds: list[Int8BenchResult] = []
+            for _ in range(max(1, args.rounds)):
+                r = bench_one(name, proto, make_feeds, args.warmup, args.repeat, args.rounding, nonlinear)
+                rounds.append(r)
+                print(
+                    f"{r.model:36s} {r.int8_ms:9.2f} {r.float_ms:9.2f} {r.ratio:6.2f} {r.ratio_pairs:6.2f} {r.cosine:8.5f}"
+                    f" {r.sqnr_db:8.1f} {r.integer_nodes:6d}/{r.fallback_nodes:<6d}"
+                )
+                sys.stdout.flush()
+            results.extend(rounds)
+            if len(rounds) > 1:
+                ratios = sorted(r.ratio for r in rounds)
+                print(
+                    f"{'  over ' + str(len(rounds)) + ' rounds':36s} ratio best {ratios[0]:.2f}"
+                    f" median {statistics.median(ratios):.2f} worst {ratios[-1]:.2f}"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
     if limiter is not None:

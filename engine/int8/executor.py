@@ -118,6 +118,14 @@ class GeluUnit:
     float_kernel: OpKernel | None = None
 
 
+def _any_float(args: Sequence[Value | None]) -> bool:
+    """Whether any argument is a QTensor or a floating-point array (see ``is_float``)."""
+    for a in args:
+        if type(a) is QTensor or is_float(a):
+            return True
+    return False
+
+
 def _scalar_const(graph: Graph, name: str) -> float | None:
     if name not in graph.weights:
         return None
@@ -216,18 +224,49 @@ def find_gelu_units(graph: Graph) -> list[tuple[list[int], Node, str, str]]:
 
 class _ChainKernel(OpKernel):
     """The float kernels of a fused unit's member nodes run in order on one input (no
-    quantization between them): the unit's float path, equal to the float model's."""
+    quantization between them): the unit's float path, equal to the float model's. Tensors
+    private to the chain (and the input, when the caller hands it over: ``run_reusing``)
+    are given to the member that reads them last as reusable buffers, as the float
+    executor does."""
+
+    reuses = (0,)
 
     def __init__(self, node: Node, chain: list[tuple[Node, OpKernel]], graph: Graph) -> None:
         super().__init__(node, 0)
         self.chain = chain
         self.graph = graph
+        private = {node.inputs[0]} | {o for member, _ in chain for o in member.outputs if o}
+        last: dict[str, int] = {}
+        for j, (member, _) in enumerate(chain):
+            for name in member.inputs:
+                last[name] = j
+        self._dying: list[tuple[int, ...]] = [
+            tuple(
+                p
+                for p, name in enumerate(member.inputs)
+                if name in private and last.get(name) == j and member.inputs.count(name) == 1 and p in kernel.reuses
+            )
+            for j, (member, kernel) in enumerate(chain)
+        ]
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._chain(x, owned=False)
+
+    def _run_reusing(self, reusable: tuple[int, ...], x: np.ndarray) -> np.ndarray:
+        return self._chain(x, owned=0 in reusable)
+
+    def _chain(self, x: np.ndarray, owned: bool) -> np.ndarray:
         local: dict[str, np.ndarray] = {self.node.inputs[0]: x}
-        for member, kernel in self.chain:
+        own = {self.node.inputs[0]} if owned else set()
+        for (member, kernel), dying in zip(self.chain, self._dying):
             args = [local[n] if n in local else self.graph.weights[n] for n in member.inputs]
-            local.update(zip(member.outputs, kernel.run(*args)))
+            reusable = tuple(p for p in dying if member.inputs[p] in own)
+            outs = kernel.run_reusing(reusable, *args) if reusable else kernel.run(*args)
+            foreign = [a for n, a in zip(member.inputs, args) if n not in own]
+            for name, value in zip(member.outputs, outs):
+                local[name] = value
+                if isinstance(value, np.ndarray) and value.base is None and not any(value is a for a in foreign):
+                    own.add(name)  # a fresh array (or a reused private buffer): private to the chain
         return local[self.node.outputs[0]]
 
 
@@ -255,7 +294,10 @@ class Int8Executor:
         for node, float_kernel in zip(self.graph.nodes, self.float_exec.kernels):
             cls = int_kernel_class(node.op_type, node.domain)
             opset = model.opsets.get(node.domain, model.opset)
-            self.int_kernels.append(cls(node, opset, plan.rounding, float_kernel) if cls else None)
+            int_kernel = cls(node, opset, plan.rounding, float_kernel) if cls else None
+            if int_kernel is not None:
+                int_kernel.constant_inputs = frozenset(i for i, name in enumerate(node.inputs) if name in self.graph.weights)
+            self.int_kernels.append(int_kernel)
             path = plan.path(node.name, "integer" if cls else "float_fallback")
             if path not in PATHS:
                 raise ModelError(f"plan: node {node.name} has path {path!r}; expected one of {', '.join(PATHS)}", model.path)
@@ -411,7 +453,7 @@ class Int8Executor:
         """Run one node on its path: (outputs, the path taken, why it differs from the plan)."""
         assert float_kernel is not None
         try:
-            if not any(is_float(a) for a in args):  # shapes, indices, masks: as they are
+            if not _any_float(args):  # shapes, indices, masks: as they are
                 outs = float_kernel.run(*args)
                 if path == "float":
                     return outs, "float", ""
@@ -434,12 +476,16 @@ class Int8Executor:
 
     def _integer_path(self, node: Node, args: list[Value | None], kernel: IntKernel) -> tuple[Value, ...]:
         """Integer math, then requantize: float inputs quantized, the integer kernel run."""
-        out_params = [self.plan.activations.get(o) if o else None for o in node.outputs]
+        activations = self.plan.activations
+        out_params = [activations.get(o) if o else None for o in node.outputs]
         prepared: list[Value | None] = []
+        float_inputs = kernel.float_inputs
         for index, (name, value) in enumerate(zip(node.inputs, args)):
-            if value is None or not is_float(value):
+            if type(value) is QTensor:
+                prepared.append(value.dequantize() if index in float_inputs else value)
+            elif value is None or not is_float(value):
                 prepared.append(value)
-            elif index in kernel.float_inputs:
+            elif index in float_inputs:
                 prepared.append(to_float(value))
             elif isinstance(value, QTensor):
                 prepared.append(value)
@@ -452,14 +498,19 @@ class Int8Executor:
     ) -> tuple[Value, ...]:
         """Dequantize, float math, requantize (``keep_float``: the outputs stay float)."""
         floats: list[np.ndarray | None] = []
-        for name, value in zip(node.inputs, args):
+        owned: list[int] = []
+        for position, (name, value) in enumerate(zip(node.inputs, args)):
             if isinstance(value, QTensor):
                 floats.append(value.dequantize())
+                owned.append(position)
             elif not keep_float and name in self.plan.weights and is_float(value) and self._is_stored(name, value):
                 floats.append(self._const(name, value, None).dequantize())  # int8 weights, as the chip holds them
+                owned.append(position)
             else:
                 floats.append(value)
-        outs = kernel.run(*floats)
+        # dequantized inputs are fresh arrays only this call holds: the kernel may write over them
+        reusable = tuple(p for p in kernel.reuses if p in owned)
+        outs = kernel.run_reusing(reusable, *floats) if reusable else kernel.run(*floats)
         return outs if keep_float else self._quantize_outputs(node, outs)
 
     def _quantize_outputs(self, node: Node, outs: tuple[np.ndarray, ...]) -> tuple[Value, ...]:

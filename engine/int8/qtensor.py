@@ -1,12 +1,15 @@
 """Quantized tensors and the requantization steps every integer kernel shares.
 
 A quantized tensor is its integer codes plus its :class:`QParams` (value ``(q - zp) * scale``).
-Integer kernels compute an exact integer accumulator (int32, or int64 where a sum can grow
-past int32) at a known real scale and finish with :func:`requantize_acc`: the real
-multiplier ``acc_scale / out_scale`` applied as the plan's rounding mode does it
+Integer kernels compute an exact integer accumulator (int32, int64 where a sum can grow
+past int32, or float32 holding exact integers below ``2**24``) at a known real scale and
+finish with a :class:`Requantizer` (kept per node; :func:`requantize_acc` for a one-off):
+the real multiplier ``acc_scale / out_scale`` applied as the plan's rounding mode does it
 (``"half_even_float"``: float32 multiply and round half to even, as onnxruntime;
 ``"fixed_point_half_up"``: Q31 multiplier and shift, as gemmlowp/TFLite), then the output
-zero point and saturation to ``[qmin, qmax]``, counting the values clipped.
+zero point and saturation to ``[qmin, qmax]``, counting the values clipped. Per-tensor
+parameters as plain numbers (:func:`tensor_params`) and the requantizers of
+:func:`rescale` are memoised per QParams object: the plan's are the same objects every run.
 
 Multipliers are formed in float32 arithmetic (``float32(s_in) * float32(s_w) / float32(s_out)``)
 as onnxruntime forms them, so the float rounding mode reproduces its QLinear kernels.
@@ -25,6 +28,8 @@ from engine.quant.integer import (
     INT32_MAX,
     INT32_MIN,
     ROUNDINGS,
+    FixedPointMultiplier,
+    fixed_point_multiply,
     quantize_multiplier,
     rounding_divide_by_pot,
 )
@@ -91,18 +96,49 @@ def quantize_tensor(x: np.ndarray, qp: QParams) -> QTensor:
         return finish_float(y, qp)
 
 
-def zero_point(qp: QParams) -> int:
-    """The zero point of per-tensor parameters (NotInteger for per-channel ones)."""
+@dataclass(frozen=True)
+class TensorParams:
+    """Per-tensor QParams as plain numbers: ``scale`` as float32, the ``zero_point`` (also as
+    float32, exact), the code range and the codes' numpy dtype."""
+
+    scale: np.float32
+    zero_point: int
+    zero_point32: np.float32
+    qmin: int
+    qmax: int
+    dtype: np.dtype
+
+
+_TENSOR_PARAMS: dict[int, tuple[QParams, TensorParams]] = {}
+_TENSOR_PARAMS_LIMIT = 4096
+
+
+def tensor_params(qp: QParams) -> TensorParams:
+    """:class:`TensorParams` of per-tensor ``qp`` (NotInteger for per-channel ones), memoised
+    per QParams object (the plan's QParams are the same objects every run)."""
+    entry = _TENSOR_PARAMS.get(id(qp))
+    if entry is not None and entry[0] is qp:
+        return entry[1]
     if qp.per_channel:
         raise NotInteger("per-channel QParams where per-tensor ones are needed")
-    return int(np.asarray(qp.zero_point).reshape(-1)[0])
+    zp = int(np.asarray(qp.zero_point).reshape(-1)[0])
+    params = TensorParams(
+        np.float32(np.asarray(qp.scale).reshape(-1)[0]), zp, np.float32(zp), int(qp.qmin), int(qp.qmax), np.dtype(DTYPES[qp.dtype])
+    )
+    if len(_TENSOR_PARAMS) >= _TENSOR_PARAMS_LIMIT:
+        _TENSOR_PARAMS.clear()
+    _TENSOR_PARAMS[id(qp)] = (qp, params)  # holding qp keeps its id from being reused
+    return params
+
+
+def zero_point(qp: QParams) -> int:
+    """The zero point of per-tensor parameters (NotInteger for per-channel ones)."""
+    return tensor_params(qp).zero_point
 
 
 def scale32(qp: QParams) -> np.float32:
     """The per-tensor scale as float32 (NotInteger for per-channel parameters)."""
-    if qp.per_channel:
-        raise NotInteger("per-channel QParams where per-tensor ones are needed")
-    return np.float32(np.asarray(qp.scale).reshape(-1)[0])
+    return tensor_params(qp).scale
 
 
 def centered(q: QTensor, dtype: type[np.integer] | None = None) -> np.ndarray:
@@ -124,127 +160,153 @@ def check_rounding(rounding: str) -> None:
 def requantize_acc(
     acc: np.ndarray, multiplier: float | np.ndarray, out: QParams, rounding: str, axis: int = -1
 ) -> QTensor:
-    """Integer accumulator at real scale ``multiplier * out_scale`` -> codes of ``out``.
+    """Integer accumulator at real scale ``multiplier * out_scale`` -> codes of ``out``
+    (:class:`Requantizer` built for this one call; kernels keep theirs)."""
+    return Requantizer(multiplier, out, rounding, axis)(acc)
+
+
+TILE_ELEMENTS = 8192
+"""Size of the tile a per-column multiplier is repeated into (see :meth:`Requantizer._scale_float`)."""
+
+
+class Requantizer:
+    """The requantization of integer accumulators at real scale ``multiplier * out_scale``
+    to codes of ``out``, with everything that depends only on the multiplier, ``out``,
+    ``rounding`` and ``axis`` prepared once (a kernel keeps one per node and parameters).
 
     ``multiplier`` is a non-negative float or a 1-d array (per channel along ``axis`` of
-    ``acc``). ``acc`` is an integer array, or a float32 array holding exact integers (see
-    :func:`exact_float`). The float mode computes ``float32(acc) * float32(multiplier)``
-    whatever the accumulator's width. The fixed-point mode works on int32: an accumulator
-    beyond int32 (an int32 bias plus products, I-BERT's wide LayerNorm output) is first
-    divided by ``2**t`` with rounding half away from zero so it fits 30 bits and the
-    multiplier takes the ``2**t`` (the output stage of a wide accumulator); a multiplier
-    below :data:`MIN_Q31_MULTIPLIER` pre-shifts the accumulator the same way.
+    the accumulator). The accumulator is an integer array, or a float32 array holding
+    exact integers (see :func:`exact_float`; overwritten). The float mode computes
+    ``float32(acc) * float32(multiplier)`` whatever the accumulator's width. The
+    fixed-point mode works on int32: an accumulator beyond int32 (an int32 bias plus
+    products, I-BERT's wide LayerNorm output) is first divided by ``2**t`` with rounding
+    half away from zero so it fits 30 bits and the multiplier takes the ``2**t`` (the
+    output stage of a wide accumulator); a multiplier below :data:`MIN_Q31_MULTIPLIER`
+    pre-shifts the accumulator the same way (a constant shift, prepared).
     """
-    if out.per_channel:
-        raise NotInteger("per-channel QParams on an activation output")
-    acc = np.asarray(acc)
-    mult = np.asarray(multiplier, dtype=np.float64)
-    if acc.dtype == np.float32:  # an exact accumulator held in float32 (|acc| < 2**24, see exact_float)
-        if rounding == "half_even_float":
-            return _requantize_float(acc, mult, out, axis, in_place=True)
-        acc = acc.astype(np.int32)
-    if acc.dtype.kind not in "iu":
-        raise ModelError(f"requantization needs integer accumulators, got {acc.dtype}")
-    if rounding == "half_even_float":
-        return _requantize_float(acc, mult, out, axis)
-    shift = 0
-    if acc.size and acc.dtype.itemsize > 4:
-        lo, hi = int(acc.min()), int(acc.max())
-        if lo < INT32_MIN or hi > INT32_MAX:
-            shift = max(abs(lo), abs(hi)).bit_length() - 30
-    positive = np.atleast_1d(mult)[np.atleast_1d(mult) > 0]
-    if acc.size and positive.size and positive.min() < MIN_Q31_MULTIPLIER:
-        # a Q31 multiplier below 2**-30 would lose its bits: move them into a pre-shift
-        shift = max(shift, math.ceil(math.log2(MIN_Q31_MULTIPLIER / float(positive.min()))))
-    if shift > 0:
-        acc = rounding_divide_by_pot(acc.astype(np.int64, copy=False), shift)
-        mult = mult * float(2**shift)
-    codes, clipped = requantize_fixed(acc, mult, zero_point(out), out.qmin, out.qmax, axis)
-    return QTensor(codes.astype(DTYPES[out.dtype]), out, clipped)
+
+    def __init__(self, multiplier: float | np.ndarray, out: QParams, rounding: str, axis: int = -1) -> None:
+        if out.per_channel:
+            raise NotInteger("per-channel QParams on an activation output")
+        check_rounding(rounding)
+        self.out = out
+        self.rounding = rounding
+        self.axis = axis
+        self.params = tensor_params(out)
+        self.multiplier = np.asarray(multiplier, dtype=np.float64)
+        self._m32 = self.multiplier.astype(np.float32)
+        self._shaped: dict[int, np.ndarray] = {}
+        positive = np.atleast_1d(self.multiplier)[np.atleast_1d(self.multiplier) > 0]
+        self.min_shift = 0
+        if positive.size and positive.min() < MIN_Q31_MULTIPLIER:
+            # a Q31 multiplier below 2**-30 would lose its bits: move them into a pre-shift
+            self.min_shift = math.ceil(math.log2(MIN_Q31_MULTIPLIER / float(positive.min())))
+        self._fixed: FixedPointMultiplier | None = None
+
+    def _scale_float(self, y: np.ndarray) -> None:
+        """``y *= float32(multiplier)`` in place (per channel along ``axis``). A per-channel
+        multiplier along the LAST axis is applied as a tile of :data:`TILE_ELEMENTS` rows of
+        it against ``y`` viewed as blocks of those rows (numpy's row-by-row broadcasting of
+        a short vector costs ~2x a contiguous product); the same products either way."""
+        m = self._m32
+        if not m.ndim:
+            y *= m
+            return
+        ndim = y.ndim
+        if self.axis % ndim == ndim - 1 and y.size >= TILE_ELEMENTS:
+            rows = max(1, TILE_ELEMENTS // m.size)
+            if (y.size // m.size) % rows == 0 and y.flags.c_contiguous:
+                tile = self._shaped.get(-rows)
+                if tile is None:
+                    tile = self._shaped[-rows] = np.ascontiguousarray(np.broadcast_to(m, (rows, m.size)))
+                blocks = y.reshape(-1, rows, m.size)
+                np.multiply(blocks, tile, out=blocks)
+                return
+        shaped = self._shaped.get(ndim)
+        if shaped is None:
+            shape = [1] * ndim
+            shape[self.axis % ndim] = m.size
+            shaped = self._shaped[ndim] = m.reshape(shape)
+        y *= shaped
+
+    def __call__(self, acc: np.ndarray) -> QTensor:
+        acc = np.asarray(acc)
+        if acc.dtype == np.float32:  # an exact accumulator held in float32 (|acc| <= 2**24, see exact_float)
+            if self.rounding == "half_even_float":
+                self._scale_float(acc)
+                return finish_float(acc, self.out)
+        elif acc.dtype.kind not in "iu":
+            raise ModelError(f"requantization needs integer accumulators, got {acc.dtype}")
+        elif self.rounding == "half_even_float":
+            y = acc.astype(np.float32)
+            self._scale_float(y)
+            return finish_float(y, self.out)
+        shift = self.min_shift if acc.size else 0
+        if acc.size and acc.dtype.kind in "iu" and acc.dtype.itemsize > 4:
+            lo, hi = int(acc.min()), int(acc.max())
+            if lo < INT32_MIN or hi > INT32_MAX:
+                shift = max(shift, max(abs(lo), abs(hi)).bit_length() - 30)
+        if shift > 0:
+            acc = rounding_divide_by_pot(acc.astype(np.int64, copy=False), shift)
+        if shift == self.min_shift:
+            if self._fixed is None:
+                self._fixed = self._fixed_point(shift)
+            fixed = self._fixed
+        else:
+            fixed = self._fixed_point(shift)
+        codes, clipped = fixed(acc, self.params.qmin, self.params.qmax)
+        return QTensor(codes.astype(self.params.dtype), self.out, clipped)
+
+    def _fixed_point(self, shift: int) -> FixedPointMultiplier:
+        """The fixed-point multiplier for ``multiplier * 2**shift`` (a pre-shifted accumulator)."""
+        q31, exponent = quantize_multiplier(self.multiplier * float(2**shift))
+        return FixedPointMultiplier(q31, exponent, self.params.zero_point, self.axis)
 
 
 def requantize_fixed(
     acc: np.ndarray, mult: np.ndarray | float, zp: int, qmin: int, qmax: int, axis: int = -1
 ) -> tuple[np.ndarray, int]:
-    """The ``"fixed_point_half_up"`` requantization of :func:`engine.quant.integer.requantize`
-    (TFLite ``MultiplyByQuantizedMultiplier``: saturating left shift, SaturatingRounding-
-    DoublingHighMul, RoundingDivideByPOT, zero point, saturation) in fewer int64 passes,
-    equal to it code for code (tested): (int64 codes, number saturated). ``acc`` holds int32
-    values; ``mult`` is the real multiplier (1-d: per channel along ``axis``).
-
-    On magnitudes, with ``p = x * m`` and ``s = -1`` for negative ``p`` (else 0): the high-mul
-    is ``sign(p) * ((|p| + 2**30 + s) >> 31)`` (its nudge ``1 - 2**30`` below zero sends ties
-    toward +inf) and the divide by ``2**r`` adds ``2**(r-1)`` before shifting (ties away from
-    zero), both on ``|.|`` with the sign put back once. The high-mul's saturation case needs
-    ``m = -2**31``, never a Q31 multiplier."""
+    """The ``"fixed_point_half_up"`` requantization of a real multiplier (1-d: per channel
+    along ``axis``): :func:`engine.quant.integer.quantize_multiplier`, then
+    :func:`engine.quant.integer.fixed_point_multiply` (TFLite ``MultiplyByQuantizedMultiplier``,
+    zero point, saturation): (int64 codes, number saturated). ``acc`` holds int32 values."""
     q31, exponent = quantize_multiplier(np.asarray(mult, dtype=np.float64))
-    q31 = np.asarray(q31, dtype=np.int64)
-    exponent = np.asarray(exponent, dtype=np.int64)
-    if q31.ndim:
-        shape = [1] * acc.ndim
-        shape[axis % acc.ndim] = q31.size
-        q31, exponent = q31.reshape(shape), exponent.reshape(shape)
-    p = np.array(acc, dtype=np.int64)  # int32 values (the caller's contract)
-    left = np.maximum(exponent, 0)
-    if np.any(left):
-        p <<= left
-        np.clip(p, INT32_MIN, INT32_MAX, out=p)  # TFLite: x * (1 << left_shift) in int32
-    p *= q31
-    sign = p >> 63  # -1 where negative, else 0
-    np.abs(p, out=p)
-    p += 1 << 30
-    p += sign  # the high-mul's nudge is 1 - 2**30 below zero: ties go toward +inf
-    p >>= 31
-    right = np.maximum(-exponent, 0)
-    if np.any(right):
-        p += (np.left_shift(np.int64(1), right) >> 1)
-        p >>= right
-    p ^= sign
-    p -= sign
-    if zp:
-        p += zp
+    return fixed_point_multiply(acc, q31, exponent, zp, qmin, qmax, axis)
+
+
+def saturate(values: np.ndarray, lo: float, hi: float, qmin: int, qmax: int) -> int:
+    """Clamp ``values`` (no NaN; ``lo``/``hi`` its min/max) to ``[qmin, qmax]`` in place;
+    returns how many were outside. Only the violated side is counted and clamped."""
     clipped = 0
-    if p.size:
-        lo, hi = int(p.min()), int(p.max())
-        if lo < qmin or hi > qmax:
-            clipped = int(np.count_nonzero((p < qmin) | (p > qmax)))
-            np.clip(p, qmin, qmax, out=p)
-    return p, clipped
-
-
-def _requantize_float(acc: np.ndarray, mult: np.ndarray, out: QParams, axis: int, in_place: bool = False) -> QTensor:
-    """The ``"half_even_float"`` requantization of :func:`engine.quant.integer.requantize`
-    (``round_half_even(float32(acc) * float32(multiplier)) + zp``, saturated) fused into
-    in-place float32 passes; equal to it code for code (tested)."""
-    y = acc if in_place else acc.astype(np.float32)
-    m32 = mult.astype(np.float32)
-    if m32.ndim:
-        shape = [1] * y.ndim
-        shape[axis % y.ndim] = m32.size
-        m32 = m32.reshape(shape)
-    y *= m32
-    return finish_float(y, out)
+    if hi > qmax:
+        clipped += int(np.count_nonzero(values > qmax))
+        np.minimum(values, qmax, out=values)
+    if lo < qmin:
+        clipped += int(np.count_nonzero(values < qmin))
+        np.maximum(values, qmin, out=values)
+    return clipped
 
 
 def finish_float(y: np.ndarray, out: QParams) -> QTensor:
     """float32 values in output-step units -> codes of ``out``: round half to even, add the
-    zero point, saturate to ``[qmin, qmax]`` (counting the values clipped) and cast. ``y``
-    is overwritten."""
+    zero point, saturate to ``[qmin, qmax]`` (counting the values clipped, NaN to the zero
+    point and counted) and cast. ``y`` is overwritten."""
     if not isinstance(y, np.ndarray):  # numpy returns scalars for 0-d operands
         y = np.array(y, dtype=np.float32)
+    p = tensor_params(out)
     np.rint(y, out=y)
-    zp = zero_point(out)
-    if zp:
-        y += np.float32(zp)
+    if p.zero_point:
+        y += p.zero_point32
     clipped = 0
     if y.size:
-        lo, hi = y.min(), y.max()
-        if lo < out.qmin or hi > out.qmax or np.isnan(lo):
-            with np.errstate(invalid="ignore"):
-                clipped = int(np.count_nonzero(~((y >= out.qmin) & (y <= out.qmax))))
-                np.clip(y, out.qmin, out.qmax, out=y)
-            y[np.isnan(y)] = zp
-    return QTensor(y.astype(DTYPES[out.dtype]), out, clipped)
+        lo, hi = float(y.min()), float(y.max())
+        if math.isnan(lo):  # NaN (it propagates through min/max): counted, then the zero point
+            clipped = int(np.count_nonzero(~((y >= p.qmin) & (y <= p.qmax))))  # NaN compares false, silently
+            np.clip(y, p.qmin, p.qmax, out=y)
+            y[np.isnan(y)] = p.zero_point
+        else:
+            clipped = saturate(y, lo, hi, p.qmin, p.qmax)
+    return QTensor(y.astype(p.dtype), out, clipped)
 
 
 EXACT_FLOAT_LIMIT = 2**24
@@ -272,26 +334,48 @@ def centered_acc(q: QTensor, rounding: str) -> np.ndarray:
     return exact_float(q) if rounding == "half_even_float" else centered(q)
 
 
+_RESCALERS: dict[tuple[int, int, str], tuple[QParams, QParams, Requantizer | None]] = {}
+
+
 def rescale(q: QTensor, out: QParams | None, rounding: str) -> QTensor:
     """Codes of ``q`` moved to the parameters ``out`` (integer requantization by
     ``s_in / s_out``); the same codes when ``out`` is None or equal to ``q``'s. ``clipped``
-    counts only what this step saturates."""
-    if out is None or same_params(q.qp, out):
-        return QTensor(q.codes, q.qp if out is None else out, 0)
-    if q.qp.per_channel:
-        raise NotInteger("per-channel QParams cannot be rescaled to other parameters")
-    multiplier = float(scale32(q.qp) / scale32(out))
-    return requantize_acc(centered_acc(q, rounding), multiplier, out, rounding)
+    counts only what this step saturates. The requantizer is memoised per pair of QParams
+    objects (the plan's, the same every run)."""
+    if out is None:
+        return QTensor(q.codes, q.qp, 0)
+    key = (id(q.qp), id(out), rounding)
+    entry = _RESCALERS.get(key)
+    if entry is None or entry[0] is not q.qp or entry[1] is not out:
+        requantizer = None
+        if not same_params(q.qp, out):
+            if q.qp.per_channel:
+                raise NotInteger("per-channel QParams cannot be rescaled to other parameters")
+            requantizer = Requantizer(float(scale32(q.qp) / scale32(out)), out, rounding)
+        if len(_RESCALERS) >= _TENSOR_PARAMS_LIMIT:
+            _RESCALERS.clear()
+        entry = _RESCALERS[key] = (q.qp, out, requantizer)  # holding both keeps their ids from being reused
+    if entry[2] is None:
+        return QTensor(q.codes, out, 0)
+    return entry[2](centered_acc(q, rounding))
 
 
-def add_bias(acc: np.ndarray, bias: np.ndarray, terms: int, code_bits: int = 8) -> np.ndarray:
-    """``acc + bias`` of an int32 product accumulator over ``terms`` products of centred
-    ``code_bits``-bit codes and an int64 bias (already broadcastable): int32 when the bound
-    ``terms * (2**code_bits - 1)**2 + max|bias|`` fits, else int64 (the wide path)."""
-    span = (1 << code_bits) - 1
-    bound = terms * span * span + (int(np.abs(bias).max()) if bias.size else 0)
-    if bound <= INT32_MAX and acc.dtype == np.int32:
-        return acc + bias.astype(np.int32)
+def add_bias(acc: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``acc + bias`` of an exact product accumulator (int32, or float32 holding exact
+    integers) and an int64 bias (already broadcastable, no larger than ``acc``), exactly:
+    in float32 while ``max|acc| + max|bias| <= 2**24`` (``acc`` is then overwritten), else
+    int32 while that sum fits int32, else int64 (the wide path). One min/max pass over ``acc``."""
+    b_max = int(np.abs(bias).max()) if bias.size else 0
+    a_max = max(-int(acc.min()), int(acc.max())) if acc.size else 0
+    if acc.dtype == np.float32:
+        if a_max + b_max <= EXACT_FLOAT_LIMIT:
+            if np.broadcast_shapes(acc.shape, bias.shape) == acc.shape:
+                acc += bias.astype(np.float32)
+                return acc
+            return acc + bias.astype(np.float32)
+        acc = acc.astype(np.int32)
+    if a_max + b_max <= INT32_MAX:
+        return acc.astype(np.int32, copy=False) + bias.astype(np.int32)
     return acc.astype(np.int64) + bias
 
 

@@ -6,7 +6,9 @@ and returns ``(q_out, scale_out)``; at run time only integer adds, multiplies, s
 one integer division per row are used. The float work (``floor(b / scale)`` and the like)
 depends on the scale only: it is folded into constants when the model is compiled.
 Codes are int64 arrays (an NPU would use int32 accumulators; magnitudes are stated per
-function).
+function). The numpy evaluation takes shortcuts that give the same integers: narrower
+dtypes where the stated bounds allow, tables of i-exp over the possible row differences
+of 8/16-bit softmax inputs, exact float64 arithmetic below ``2**53``.
 
 - ``i_poly``: ``a (x + b)**2 + c`` as ``q_out = (q + floor(b / S))**2 + floor(c / (a S**2))``,
   ``S_out = a S**2``.
@@ -22,7 +24,9 @@ function).
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,8 +89,33 @@ def i_exp(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     return q_l >> z, scale_out
 
 
+def softmax_exp_shift(scale: float, exp_bits: int = 16) -> int:
+    """The constant right shift that brings i-exp codes at input ``scale`` within ``exp_bits``
+    bits: the bit length of the largest code (i-poly at ``p = 0``) minus ``exp_bits``."""
+    s = _positive_scale(scale)
+    q_b = math.floor(EXP_COEFFS[1] / s)
+    top = q_b * q_b + math.floor(EXP_COEFFS[2] / (EXP_COEFFS[0] * s * s))
+    return max(0, top.bit_length() - exp_bits)
+
+
+@functools.lru_cache(maxsize=64)
+def _softmax_exp_table(scale: float, code_shift: int, exp_shift: int, span: int) -> np.ndarray:
+    """``i_exp(-(d << code_shift)) >> exp_shift`` for ``d = 0..span`` as float64 (exact),
+    read-only; cached per scale and shifts (a model's softmax nodes reuse a few)."""
+    table, _ = i_exp(-(np.arange(span + 1, dtype=np.int64) << code_shift), scale)
+    values = (table >> exp_shift).astype(np.float64)
+    values.flags.writeable = False
+    return values
+
+
 def i_softmax(
-    q: np.ndarray, scale: float, axis: int = -1, output_bits: int = 8, exp_bits: int = 16
+    q: np.ndarray,
+    scale: float,
+    axis: int = -1,
+    output_bits: int = 8,
+    exp_bits: int = 16,
+    code_shift: int = 0,
+    dtype: type[np.integer | np.floating] = np.int64,
 ) -> tuple[np.ndarray, float]:
     """Integer Softmax along ``axis`` (I-BERT Algorithm 3); output unsigned at scale ``2**-output_bits``.
 
@@ -94,19 +123,53 @@ def i_softmax(
     they fit ``exp_bits`` bits (the reference implementation requantizes them to 16 bits),
     then ``factor = floor(2**32 / sum)`` and ``q_out = (q_exp * factor) >> (32 - output_bits)``,
     saturated to ``2**output_bits - 1`` (reached only when one element takes ~all the mass).
+    Output codes in ``dtype``: int64, or float32 holding the same integers (exact: below
+    ``2**16``), ready for a float requantization.
+
+    ``code_shift``: the input values are ``q << code_shift`` at ``scale`` (codes moved to a
+    finer grid, as the int8 kernel does). For 8/16-bit ``q`` the row differences
+    ``max(q) - q`` take at most ``2**16`` values (computed modulo ``2**bits``, exact as they
+    are below it), so i-exp (and its shift) is evaluated once per possible difference and
+    gathered (a table, as an NPU's softmax does): the same codes as evaluating every
+    element. That path carries the exp codes in float64, exact: the row sums are below
+    ``2**53``, ``q_exp * factor <= 2**32`` (``q_exp <= sum``) and the shift is a power-of-two
+    scaling followed by a floor.
     """
     s = _positive_scale(scale)
     if not 1 <= output_bits <= 16 or not 1 <= exp_bits <= 31:
         raise ModelError(f"softmax bit widths out of range: output {output_bits}, exp {exp_bits}")
-    codes = _codes(q)
+    if not 0 <= code_shift <= 32:
+        raise ModelError(f"softmax code shift {code_shift} out of range [0, 32]")
+    arr = np.asarray(q)
+    if arr.dtype.kind not in "iu":
+        raise ModelError(f"integer-only op needs integer codes, got dtype {arr.dtype}")
+    exp_shift = softmax_exp_shift(s, exp_bits)
+    limit = (1 << output_bits) - 1
+    if arr.size and arr.dtype.itemsize <= 2:
+        unsigned = np.uint8 if arr.dtype.itemsize == 1 else np.uint16
+        row_max = arr.max(axis=axis, keepdims=True)
+        diff = np.subtract(row_max.view(unsigned), arr.view(unsigned))  # max - q modulo 2**bits: exact
+        span = 255 if unsigned is np.uint8 else int(diff.max())
+        # every index is within the table: "wrap" only skips the bounds checks
+        q_exp = np.take(_softmax_exp_table(s, code_shift, exp_shift, span), diff, mode="wrap")
+        last = axis % arr.ndim == arr.ndim - 1
+        total = np.matmul(q_exp, np.ones((arr.shape[-1], 1))) if last else q_exp.sum(axis=axis, keepdims=True)
+        factor = np.floor_divide(float(1 << 32), total)  # exact: integers below 2**53
+        q_exp *= factor * 2.0 ** (output_bits - 32)
+        np.floor(q_exp, out=q_exp)
+        if q_exp.size and float(q_exp.max()) > limit:
+            np.minimum(q_exp, limit, out=q_exp)
+        return q_exp.astype(dtype), 2.0**-output_bits
+    codes = arr.astype(np.int64) << code_shift
     q_exp, _ = i_exp(codes - codes.max(axis=axis, keepdims=True), s)
-    q_b = math.floor(EXP_COEFFS[1] / s)
-    top = q_b * q_b + math.floor(EXP_COEFFS[2] / (EXP_COEFFS[0] * s * s))  # i_poly at p = 0: the largest code
-    q_exp = q_exp >> max(0, top.bit_length() - exp_bits)
+    q_exp >>= exp_shift
     total = q_exp.sum(axis=axis, keepdims=True)  # >= 1: the row maximum has the top code
     factor = (1 << 32) // total
-    q_out = (q_exp * factor) >> (32 - output_bits)
-    return np.minimum(q_out, (1 << output_bits) - 1), 2.0**-output_bits
+    q_exp *= factor
+    q_exp >>= 32 - output_bits
+    if q_exp.size and int(q_exp.max()) > limit:
+        np.minimum(q_exp, limit, out=q_exp)
+    return q_exp.astype(dtype, copy=False), 2.0**-output_bits
 
 
 def i_erf(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
@@ -145,20 +208,57 @@ def i_sqrt(n: np.ndarray) -> np.ndarray:
     """``floor(sqrt(n))`` of non-negative integers by integer Newton iteration (I-BERT Algorithm 4).
 
     Starts at ``2**ceil(bits(n) / 2) >= sqrt(n)``; ``x <- (x + n // x) // 2`` decreases until
-    it stops decreasing, the answer. Vectorised: the loop runs over iterations (at most
-    ~6 for 32-bit inputs), all elements at once.
+    it stops decreasing, the answer (``min(x, next)`` keeps it from then on). Vectorised: the
+    loop runs over iterations (at most ~6 for 32-bit inputs), all elements at once. The
+    iteration ends exactly at ``floor(sqrt(n))``; below ``2**52`` that integer is computed
+    here as ``floor(sqrt(float64(n)))`` (exact there: ``n`` converts exactly and a correctly
+    rounded square root cannot reach the next integer), the same result in one pass.
     """
     values = _codes(n)
     if values.size and values.min() < 0:
         raise ModelError("i-sqrt of a negative number")
+    if not values.size or values.max() < 2**52:
+        return np.floor(np.sqrt(values.astype(np.float64))).astype(np.int64)
+    zero = values == 0
+    values = np.maximum(values, 1)  # 0 is answered at the end
     x = np.left_shift(np.int64(1), (_bit_length(values) + 1) // 2)
     for _ in range(64):
-        nxt = (x + values // x) // 2
-        done = (nxt >= x) | (values == 0)
-        if done.all():
+        nxt = (x + values // x) >> 1
+        if (nxt >= x).all():
             break
-        x = np.where(done, x, nxt)
-    return np.where(values == 0, 0, x)
+        np.minimum(x, nxt, out=x)
+    return np.where(zero, 0, x)
+
+
+@dataclass(frozen=True)
+class LayerNormAffine:
+    """LayerNorm's gamma/beta folded to integers for :func:`i_layernorm`: ``gamma_q`` (int64,
+    symmetric ``gamma_bits``-bit codes at ``gamma_scale``) and ``beta_q`` (int64 at the
+    output scale ``sqrt(C) / 2**30 * gamma_scale``), one entry per channel."""
+
+    gamma_q: np.ndarray
+    beta_q: np.ndarray
+    gamma_scale: float
+
+
+def layernorm_affine(
+    gamma: np.ndarray | None, beta: np.ndarray | None, channels: int, gamma_bits: int = 16
+) -> LayerNormAffine:
+    """Quantize gamma/beta (float, length ``channels``; None: 1 and 0) for :func:`i_layernorm`:
+    gamma symmetric to ``gamma_bits`` bits per tensor, beta at the output scale."""
+    s_y = math.sqrt(channels) / 2.0**30
+    g = np.ones(channels) if gamma is None else np.asarray(gamma, dtype=np.float64).reshape(-1)
+    bt = np.zeros(channels) if beta is None else np.asarray(beta, dtype=np.float64).reshape(-1)
+    if g.size != channels or bt.size != channels:
+        raise ModelError(f"layer norm gamma/beta need {channels} values, got {g.size} and {bt.size}")
+    g_max = float(np.abs(g).max())
+    s_g = g_max / (2 ** (gamma_bits - 1) - 1) if g_max > 0 else 1.0
+    g_q = np.rint(g / s_g).astype(np.int64)
+    b_q = np.rint(bt / (s_y * s_g)).astype(np.int64)
+    return LayerNormAffine(g_q, b_q, s_g)
+
+
+_NARROW_SPAN = {np.dtype(np.int8): 255, np.dtype(np.uint8): 255, np.dtype(np.int16): 2**16 - 1, np.dtype(np.uint16): 2**16 - 1}
 
 
 def i_layernorm(
@@ -168,6 +268,7 @@ def i_layernorm(
     beta: np.ndarray | None = None,
     axis: int = -1,
     gamma_bits: int = 16,
+    affine: LayerNormAffine | None = None,
 ) -> tuple[np.ndarray, float]:
     """Integer LayerNorm over ``axis`` (I-BERT section 3.6); ``eps`` is not modelled.
 
@@ -182,35 +283,59 @@ def i_layernorm(
     ``|y_n| <= ~2**30`` at scale ``sqrt(C) / 2**30``. With ``gamma``/``beta``
     (float, length ``C``): gamma quantized symmetric to ``gamma_bits`` bits per tensor
     (scale ``S_g``), ``q_out = y_n * gamma_q + round(beta / (S_y S_g))`` at scale
-    ``S_y S_g``, magnitudes up to ~2**45 (a wide accumulator; requantize to int8 next).
-    The input ``scale`` cancels in the normalisation and is only checked.
+    ``S_y S_g``, magnitudes up to ~2**45 (a wide accumulator; requantize to int8 next);
+    ``affine`` gives them already folded (:func:`layernorm_affine`, built once per model).
+    The input ``scale`` cancels in the normalisation and is only checked. Output codes are int64.
+
+    Widths: for 8/16-bit codes with ``C * 2**16 < 2**31`` the row passes run in int32
+    (``|y| <= (C - 1) * span(q)``; ``|y_r| <= 2**15``, so ``y_r**2 <= 2**30``; ``var`` is
+    summed in int64); ``y * (factor << t)`` and what follows are int64 (``factor <= 2**31``).
     """
     _positive_scale(scale)
-    codes = np.moveaxis(_codes(q), axis, -1)
+    arr = np.asarray(q)
+    if arr.dtype.kind not in "iu":
+        raise ModelError(f"integer-only op needs integer codes, got dtype {arr.dtype}")
+    codes = np.moveaxis(arr, axis, -1)
     channels = codes.shape[-1]
     if channels == 0:
         raise ModelError("layer norm over an empty axis")
-    y = channels * codes - codes.sum(axis=-1, keepdims=True)  # C * (q - mean), exact
-    bits = _bit_length(np.abs(y).max(axis=-1, keepdims=True))
+    span = _NARROW_SPAN.get(codes.dtype)
+    work = np.int32 if span is not None and channels * (span + 1) <= 2**31 - 1 else np.int64
+    rows = codes.reshape(-1, channels)  # 2-D: row-wise broadcasting is fastest there
+    y = rows.astype(work)
+    total = rows.sum(axis=-1, keepdims=True, dtype=work)
+    y *= channels
+    y -= total  # C * (q - mean), exact
+    if y.size:
+        peak = np.maximum(y.max(axis=-1, keepdims=True).astype(np.int64), -y.min(axis=-1, keepdims=True).astype(np.int64))
+    else:
+        peak = np.zeros((y.shape[0], 1), dtype=np.int64)
+    bits = _bit_length(peak)
     target = (31 - (channels - 1).bit_length()) // 2
     left = np.maximum(target - bits, 0)
     right = np.maximum(bits - target, 0)
-    # signed floor on right shifts, as the reference: the biases of the two signs cancel in the squares
-    reduced = (y << left) >> right
-    var = (reduced * reduced).sum(axis=-1, keepdims=True)
+    # signed floor on right shifts, as the reference: the biases of the two signs cancel in
+    # the squares. A row shifts one way only: sum((y << l)**2) = sum(y**2) << 2l.
+    reduced = np.right_shift(y, right.astype(work)) if right.any() else y.copy()
+    reduced *= reduced  # |reduced| <= 2**k <= 2**15
+    var = reduced.sum(axis=-1, keepdims=True, dtype=np.int64) << (2 * left)
     std = i_sqrt(var)
     factor = np.where(std > 0, (1 << 31) // np.maximum(std, 1), 0)
     pre = np.maximum(bits - 31, 0)  # keep the multiplicand within 31 bits: product < 2**63
-    y_norm = ((((y >> pre) << left) * factor) >> (right - pre)) >> 1
+    # ((((y >> pre) << left) * factor) >> (right - pre)) >> 1, with the shifts merged
+    y_norm = y.astype(np.int64)
+    if pre.size and int(pre.max()) > 0:
+        y_norm >>= pre
+    y_norm *= factor << left
+    y_norm >>= right - pre + 1
+    y_norm = y_norm.reshape(codes.shape)
     s_y = math.sqrt(channels) / 2.0**30
-    if gamma is None and beta is None:
-        return np.moveaxis(y_norm, -1, axis), s_y
-    g = np.ones(channels) if gamma is None else np.asarray(gamma, dtype=np.float64).reshape(-1)
-    bt = np.zeros(channels) if beta is None else np.asarray(beta, dtype=np.float64).reshape(-1)
-    if g.size != channels or bt.size != channels:
-        raise ModelError(f"layer norm gamma/beta need {channels} values, got {g.size} and {bt.size}")
-    g_max = float(np.abs(g).max())
-    s_g = g_max / (2 ** (gamma_bits - 1) - 1) if g_max > 0 else 1.0
-    g_q = np.rint(g / s_g).astype(np.int64)
-    b_q = np.rint(bt / (s_y * s_g)).astype(np.int64)
-    return np.moveaxis(y_norm * g_q + b_q, -1, axis), s_y * s_g
+    if affine is None:
+        if gamma is None and beta is None:
+            return np.moveaxis(y_norm, -1, axis), s_y
+        affine = layernorm_affine(gamma, beta, channels, gamma_bits)
+    if affine.gamma_q.size != channels:
+        raise ModelError(f"layer norm gamma/beta need {channels} values, got {affine.gamma_q.size}")
+    y_norm *= affine.gamma_q
+    y_norm += affine.beta_q
+    return np.moveaxis(y_norm, -1, axis), s_y * affine.gamma_scale

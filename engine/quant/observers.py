@@ -40,6 +40,9 @@ MIN_EXPONENT = -160
 
 _MAX_INDEX = float(2**52)
 
+MAX_ABS_BINS = 1 << 20
+"""Most bins :meth:`HistogramObserver.abs_histogram` returns (it coarsens beyond)."""
+
 
 def _as_float64(x: np.ndarray | float) -> np.ndarray:
     """Flattened float64 view/copy (exact for every float16/32/64 and int up to 2**53)."""
@@ -226,9 +229,15 @@ class HistogramObserver(MinMaxObserver):
             return np.zeros(0, dtype=np.int64), 1.0
         k = self.offset + np.arange(self.num_bins, dtype=np.int64)
         folded = np.where(k >= 0, k, -k - 1)
-        counts = np.bincount(folded, weights=self.counts).astype(np.int64)
+        # Data far from 0 on one side (a constant tensor: the grid is as fine as 2**-52 of
+        # its value) would fold to ~2**52 bins from 0; coarsen by 2**shift so at most
+        # MAX_ABS_BINS remain (bin j at exponent e lies in bin j >> shift at e + shift).
+        occupied = np.flatnonzero(self.counts)
+        top = int(folded[occupied].max()) + 1 if occupied.size else 0
+        shift = max(0, (top - 1) // MAX_ABS_BINS).bit_length()
+        counts = np.bincount(folded >> shift, weights=self.counts).astype(np.int64)
         last = int(np.flatnonzero(counts)[-1]) + 1 if counts.any() else 0
-        return counts[:last], self.width
+        return counts[:last], math.ldexp(1.0, self.exponent + shift)
 
     def equals(self, other: "HistogramObserver") -> bool:
         """Exact equality of the whole state (counts, min/max, grid)."""

@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Hashable, Sequence, TypeVar
 
 import numpy as np
 
 from engine.graph import Node
 from engine.int8.plan import Rounding
-from engine.int8.qtensor import NotInteger, QTensor, Value
+from engine.int8.qtensor import NotInteger, QTensor, Requantizer, Value
 from engine.ops import OpKernel
 from engine.quant.qparams import QParams
 
 INT_REGISTRY: dict[tuple[str, str], type["IntKernel"]] = {}
 _loaded = False
+T = TypeVar("T")
 
 
 class IntKernel:
@@ -51,6 +52,43 @@ class IntKernel:
         self.opset = opset
         self.rounding = rounding
         self.float_kernel = float_kernel
+        self.constant_inputs: frozenset[int] = frozenset()
+        """Input indices that are model constants (initializers): set by the executor; their
+        prepared forms (:meth:`prepared`) are kept between runs."""
+        self._prepared: dict[Hashable, tuple[object, Any]] = {}
+
+    def constant(self, index: int, value: object) -> tuple[IntKernel, int, object] | None:
+        """``(self, index, value)`` when input ``index`` is a constant of the model (its
+        prepared form may be cached, see :meth:`prepared`), else None."""
+        return (self, index, value) if index in self.constant_inputs and value is not None else None
+
+    def prepared(self, index: Hashable, source: object, build: Callable[[], T]) -> T:
+        """``build()`` for slot ``index`` (a constant input's index, or a name) derived from
+        ``source`` (the input value, or a tuple of the objects and numbers it depends on),
+        computed once and reused while the same ``source`` objects arrive (the executor
+        passes the same quantized constants and the plan's QParams objects every run; a
+        new object rebuilds). One entry per slot."""
+        entry = self._prepared.get(index)
+        if entry is not None and _same_source(entry[0], source):
+            return entry[1]  # type: ignore[no-any-return]
+        value = build()
+        self._prepared[index] = (source, value)
+        return value
+
+    def requantizer(
+        self, sources: tuple[object, ...], multiplier: Callable[[], float | np.ndarray], out: QParams, axis: int = -1, slot: str = ""
+    ) -> Requantizer:
+        """The node's :class:`Requantizer` to ``out`` (per channel along ``axis``) with the real
+        multiplier ``multiplier()``, which depends only on ``sources`` (the input QParams and
+        numbers it is computed from): built once per distinct sources."""
+        key = ("requantizer", slot)
+        source = (*sources, out, axis)
+        entry = self._prepared.get(key)
+        if entry is not None and _same_source(entry[0], source):
+            return entry[1]  # type: ignore[no-any-return]
+        requantizer = Requantizer(multiplier(), out, self.rounding, axis)
+        self._prepared[key] = (source, requantizer)
+        return requantizer
 
     def attr(self, name: str, default: Any = None) -> Any:
         """An attribute's value, or ``default`` when the node does not set it."""
@@ -63,6 +101,22 @@ class IntKernel:
 
     def run(self, inputs: Sequence[Value | None], out_params: Sequence[QParams | None]) -> tuple[Value, ...]:  # pragma: no cover - abstract
         raise NotImplementedError(f"integer kernel {type(self).__name__} has no run")
+
+
+_PLAIN = (int, float, str, tuple)
+
+
+def _same_source(cached: object, source: object) -> bool:
+    """Identity of a prepared value's source; tuples element by element (``is``, or ``==``
+    for plain numbers, strings and tuples of them such as shapes)."""
+    if cached is source:
+        return True
+    if type(cached) is not tuple or type(source) is not tuple or len(cached) != len(source):  # type: ignore[arg-type]
+        return False
+    for a, b in zip(cached, source):  # type: ignore[call-overload]
+        if a is not b and not (type(a) in _PLAIN and type(a) is type(b) and a == b):
+            return False
+    return True
 
 
 def register_int(cls: type[IntKernel]) -> type[IntKernel]:

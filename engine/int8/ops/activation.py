@@ -31,6 +31,10 @@ from engine.int8.qtensor import QTensor, Value, centered, requantize_acc, scale3
 from engine.quant.ibert import i_erf, i_exp, i_gelu
 from engine.quant.qparams import DTYPES, QParams
 
+MAX_COUNTED_RUNS = 4
+"""Up to this many ranges of saturating input codes are counted by comparisons (a pass each);
+more by one histogram of the codes."""
+
 SIGMOID_BITS = 16
 """Fraction bits of the integer sigmoid (scale ``2**-16``) before requantization."""
 
@@ -48,7 +52,7 @@ class ElementwiseKernel(IntKernel):
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        self._table: tuple[QParams, QParams, np.ndarray, np.ndarray] | None = None
+        self._table: tuple[QParams, QParams, np.ndarray, np.ndarray, list[tuple[int, int]]] | None = None
 
     def compute(self, x: QTensor, out: QParams) -> QTensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -64,26 +68,43 @@ class ElementwiseKernel(IntKernel):
             raise NotInteger(f"{self.op_type} input per channel")
         if x.codes.dtype.itemsize != 1 or np.dtype(DTYPES[out.dtype]).itemsize != 1:
             return (self.compute(x, out),)
-        codes, flags = self._lookup_table(x.qp, x.codes.dtype, out)
+        codes, flags, runs = self._lookup_table(x.qp, x.codes.dtype, out)
         index = x.codes.view(np.uint8) ^ np.uint8(0x80) if x.codes.dtype == np.int8 else x.codes
         clipped = 0
-        if flags.any():
+        if len(runs) > MAX_COUNTED_RUNS:
             clipped = int(np.bincount(index.reshape(-1), minlength=256)[flags].sum())
-        return (QTensor(np.take(codes, index), out, clipped),)
+            runs = []
+        for lo, hi in runs:  # saturating input codes: a few ranges, usually at the ends
+            if lo == 0:
+                clipped += int(np.count_nonzero(index <= hi))
+            elif hi == 255:
+                clipped += int(np.count_nonzero(index >= lo))
+            else:
+                clipped += int(np.count_nonzero((index >= lo) & (index <= hi)))
+        # every index is within the 256-entry table: "wrap" only skips the bounds checks
+        return (QTensor(np.take(codes, index, mode="wrap"), out, clipped),)
 
-    def _lookup_table(self, in_qp: QParams, dtype: np.dtype, out: QParams) -> tuple[np.ndarray, np.ndarray]:
-        """Output codes and saturation flags of every input code (cached per parameters)."""
+    def _lookup_table(
+        self, in_qp: QParams, dtype: np.dtype, out: QParams
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        """Output codes, saturation flags and the flagged index ranges (``[lo, hi]`` in table
+        index order; none when there are more than :data:`MAX_COUNTED_RUNS`) of every input
+        code (cached per parameters)."""
         cached = self._table
-        if cached is not None and same_params(cached[0], in_qp) and same_params(cached[1], out):
-            return cached[2], cached[3]
+        if cached is not None and (cached[0] is in_qp or same_params(cached[0], in_qp)) and (
+            cached[1] is out or same_params(cached[1], out)
+        ):
+            return cached[2], cached[3], cached[4]
         info = np.iinfo(dtype)
         every = QTensor(np.arange(info.min, info.max + 1).astype(dtype), in_qp)
         narrow = self.compute(every, out).codes
         wide_qp = QParams(out.scale, out.zero_point, "int16", None, -(2**15), 2**15 - 1)
         wide = self.compute(every, wide_qp).codes
         flags = wide.astype(np.int32) != narrow.astype(np.int32)
-        self._table = (in_qp, out, narrow, flags)
-        return narrow, flags
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+        runs = [(int(lo), int(hi) - 1) for lo, hi in zip(edges[::2], edges[1::2])]
+        self._table = (in_qp, out, narrow, flags, runs)
+        return narrow, flags, runs
 
 
 @register_int

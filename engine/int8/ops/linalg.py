@@ -1,14 +1,17 @@
-"""Integer MatMul and Gemm: int8 x int8 products accumulated exactly in int32 (``int_matmul``),
-an int32 bias at scale ``s_a * s_b``, one requantization to the output.
+"""Integer MatMul and Gemm: int8 x int8 products accumulated exactly (``exact_matmul``: one
+float32 GEMM whose result IS the accumulator when ``K * max|a| * max|b| <= 2**24``, else
+int32), an int32 bias at scale ``s_a * s_b``, one requantization to the output.
 
 Weights may be per channel along the output axis (MatMul B: its last axis, one scale per
 output column; MatMul A as the weight: its rows; Gemm B: axis 0 with ``transB`` else 1):
-the multiplier is then per output channel. Zero points are folded by ``int_matmul`` with
-row/column sums, as MatMulInteger does.
+the multiplier is then per output channel. Operands are centred on their zero points
+(``MatmulOperand``); a constant operand (a weight) is prepared once per kernel
+(:meth:`engine.int8.ops.IntKernel.prepared`): its float32 copy and its exact bound.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -19,10 +22,15 @@ from engine.int8.qtensor import (
     Value,
     add_bias,
     real_multiplier,
-    requantize_acc,
-    scale32,
+    tensor_params,
 )
-from engine.quant.integer import INT32_MAX, INT32_MIN, int_matmul
+from engine.quant.integer import (
+    INT32_MAX,
+    INT32_MIN,
+    MatmulOperand,
+    exact_matmul,
+    matmul_operand,
+)
 from engine.quant.qparams import QParams
 
 
@@ -31,23 +39,65 @@ def _operand(q: QTensor, channel_axis: int | None, what: str) -> tuple[np.ndarra
     per channel along ``channel_axis`` (NotInteger for any other axis)."""
     qp = q.qp
     if not qp.per_channel:
-        return np.asarray(scale32(qp)), np.asarray(qp.zero_point, dtype=np.int64).reshape(())
+        params = tensor_params(qp)
+        return np.asarray(params.scale), np.asarray(params.zero_point, dtype=np.int64)
     ndim = q.codes.ndim
     if channel_axis is None or qp.axis is None or qp.axis % ndim != channel_axis % ndim:
         raise NotInteger(f"{what} is per channel along axis {qp.axis}, not along the output channels")
     return np.asarray(qp.scale, dtype=np.float32), np.asarray(qp.zero_point, dtype=np.int64).reshape(-1)
 
 
-def matmul_accumulate(a: QTensor, b: QTensor) -> tuple[np.ndarray, np.ndarray, int]:
-    """Exact int32 ``(A - za) @ (B - zb)`` of two 2-D+ operands, its real scale (scalar or per
-    channel) and the output axis the per-channel scale runs along (-1 columns, -2 rows)."""
+Constant = tuple[IntKernel, int, object]
+"""A constant operand's cache slot: (kernel, input index, the input value it derives from)."""
+
+
+@dataclass(frozen=True)
+class MatmulParams:
+    """What a matmul needs from its operands' parameters: zero points (Python ints, or 1-d
+    per row of A / per column of B), the accumulator's real scale (scalar or per output
+    channel) and the output axis that scale runs along (-1 columns, -2 rows)."""
+
+    za: int | np.ndarray
+    zb: int | np.ndarray
+    acc_scale: np.ndarray
+    axis: int
+
+
+def matmul_params(a: QTensor, b: QTensor) -> MatmulParams:
+    """:class:`MatmulParams` of two operands (NotInteger when both are per channel, or one is
+    per channel along an axis other than its output channels)."""
     a_rows = a.qp.per_channel and a.codes.ndim == 2
     sa, za = _operand(a, 0 if a_rows else None, "input A")
     sb, zb = _operand(b, b.codes.ndim - 1, "input B")
     if sa.ndim and sb.ndim:
         raise NotInteger("both matmul operands are per channel")
-    acc = int_matmul(a.codes, b.codes, za, zb)
-    return acc, (sa * sb).astype(np.float32), (-2 if sa.ndim else -1)
+    return MatmulParams(
+        za if za.ndim else int(za), zb if zb.ndim else int(zb), (sa * sb).astype(np.float32), -2 if sa.ndim else -1
+    )
+
+
+def matmul_accumulate(
+    a: QTensor,
+    b: QTensor,
+    constants: tuple[Constant | None, Constant | None] = (None, None),
+    params: MatmulParams | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact ``(A - za) @ (B - zb)`` of two 2-D+ operands (float32 holding exact integers when
+    ``K * max|A - za| * max|B - zb| <= 2**24``, else int32), its real scale (scalar or per
+    channel) and the output axis the per-channel scale runs along (-1 columns, -2 rows).
+    An operand given a ``constants`` slot is prepared once per kernel and input value
+    (:meth:`IntKernel.prepared`); ``params``: :func:`matmul_params` of the operands, when the
+    caller keeps them."""
+    p = params if params is not None else matmul_params(a, b)
+
+    def operand(q: QTensor, zp: int | np.ndarray, axis: int, constant: Constant | None) -> MatmulOperand:
+        if constant is None:
+            return matmul_operand(q.codes, zp, axis)
+        kernel, index, source = constant
+        return kernel.prepared(index, source, lambda: matmul_operand(q.codes, zp, axis, data_bound=True))
+
+    acc = exact_matmul(operand(a, p.za, -2, constants[0]), operand(b, p.zb, -1, constants[1]))
+    return acc, p.acc_scale, p.axis
 
 
 @register_int
@@ -60,6 +110,7 @@ class MatMul(IntKernel):
         a, b = qinput(inputs[0], "input A"), qinput(inputs[1], "input B")
         out = out_param(out_params)
         squeeze: list[int] = []
+        constants = [self.constant(i, inputs[i]) for i in (0, 1)]
         if a.codes.ndim == 1:
             if a.qp.per_channel:
                 raise NotInteger("1-d per-channel matmul operand")
@@ -70,8 +121,11 @@ class MatMul(IntKernel):
                 raise NotInteger("1-d per-channel matmul operand")
             b = QTensor(b.codes[:, None], b.qp)
             squeeze.append(-1)
-        acc, acc_scale, axis = matmul_accumulate(a, b)
-        y = requantize_acc(acc, real_multiplier(acc_scale, out=out), out, self.rounding, axis=acc.ndim + axis)
+        shapes = (a.qp, b.qp, a.codes.ndim, b.codes.ndim)
+        params = self.prepared("params", shapes, lambda: matmul_params(a, b))
+        acc, acc_scale, axis = matmul_accumulate(a, b, (constants[0], constants[1]), params)
+        requantize = self.requantizer(shapes, lambda: real_multiplier(acc_scale, out=out), out, axis)
+        y = requantize(acc)
         if squeeze:
             y = QTensor(np.squeeze(y.codes, axis=tuple(squeeze)), y.qp, y.clipped)
         return (y,)
@@ -100,20 +154,23 @@ class Gemm(IntKernel):
         a_codes = a.codes.T if int(self.attr("transA", 0)) else a.codes
         b_codes = b.codes.T if trans_b else b.codes
         b_t = QTensor(b_codes, b.qp if not b.qp.per_channel else _moved_axis(b.qp, 1))
-        acc, acc_scale, axis = matmul_accumulate(QTensor(a_codes, a.qp), b_t)
+        constants = (self.constant(0, inputs[0]), self.constant(1, inputs[1]))
+        a_t = QTensor(a_codes, a.qp)
+        params = self.prepared("params", (a.qp, b.qp), lambda: matmul_params(a_t, b_t))
+        acc, acc_scale, axis = matmul_accumulate(a_t, b_t, constants, params)
         alpha = float(self.attr("alpha", 1.0))
         beta = float(self.attr("beta", 1.0))
         if alpha == 0.0:
             raise NotInteger("Gemm alpha = 0")
         scale = (np.float32(abs(alpha)) * acc_scale).astype(np.float32)
-        total: np.ndarray = acc if alpha > 0 else -acc.astype(np.int64)
+        total: np.ndarray = acc if alpha > 0 else np.negative(acc, dtype=acc.dtype if acc.dtype == np.float32 else np.int64)
         c = inputs[2] if len(inputs) > 2 else None
         if c is not None and beta != 0.0:
             bias = np.rint(np.asarray(c, dtype=np.float64) * beta / scale.astype(np.float64))
             bias = np.clip(bias, INT32_MIN, INT32_MAX).astype(np.int64)
-            bits = 8 * max(a.codes.dtype.itemsize, b.codes.dtype.itemsize)
-            total = add_bias(total, bias, int(a_codes.shape[-1]), bits)
-        return (requantize_acc(total, real_multiplier(scale, out=out), out, self.rounding, axis=total.ndim + axis),)
+            total = add_bias(total, bias)
+        requantize = self.requantizer((a.qp, b.qp), lambda: real_multiplier(scale, out=out), out, axis)
+        return (requantize(total),)
 
 
 def _moved_axis(qp: QParams, axis: int) -> QParams:

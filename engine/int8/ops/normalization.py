@@ -17,14 +17,15 @@ from engine.int8.ops import IntKernel, NotInteger, out_param, qinput, register_i
 from engine.int8.qtensor import (
     EXACT_FLOAT_LIMIT,
     QTensor,
+    Requantizer,
     Value,
     centered,
     exact_float,
     real_multiplier,
-    requantize_acc,
     scale32,
 )
-from engine.quant.ibert import i_layernorm, i_softmax
+from engine.quant.ibert import LayerNormAffine, i_layernorm, i_softmax, layernorm_affine
+from engine.quant.integer import INT32_MAX
 from engine.quant.qparams import QParams
 
 SOFTMAX_BITS = 16
@@ -51,6 +52,21 @@ class BatchNormalization(IntKernel):
             raise NotInteger("BatchNormalization with running statistics outputs")
         if x.qp.per_channel or x.codes.ndim < 2:
             raise NotInteger("BatchNormalization input per channel or of rank < 2")
+        fold = self.prepared("fold", (x.qp, out, x.codes.ndim) + tuple(inputs[1:5]), lambda: self._fold(x, inputs, out))
+        use_float, sign, bias, requantize = fold
+        acc = exact_float(x) if use_float else centered(x, bias.dtype.type)  # exact: see _fold
+        if sign is not None:
+            acc *= sign
+        acc += bias
+        return (requantize(acc),)
+
+    def _fold(
+        self, x: QTensor, inputs: Sequence[Value | None], out: QParams
+    ) -> tuple[bool, np.ndarray | None, np.ndarray, Requantizer]:
+        """What depends only on the parameters: (float32 accumulator?, per-channel sign or
+        None, per-channel bias in the accumulator's dtype, the requantizer), shaped for the
+        input's rank. The accumulator ``sign (q - zp) + bias`` is float32 when it stays
+        within ``2**24`` (float rounding), else int32 when within int32, else int64."""
         gamma, beta, mean, var = (np.asarray(v, dtype=np.float64).reshape(-1) for v in inputs[1:5])  # type: ignore[arg-type]
         eps = float(self.attr("epsilon", 1e-5))
         factor = gamma / np.sqrt(var + eps)
@@ -60,15 +76,13 @@ class BatchNormalization(IntKernel):
         shape = (1, -1) + (1,) * (x.codes.ndim - 2)
         acc_scale = (scale32(x.qp) * np.abs(factor).astype(np.float32)).astype(np.float32)
         bias = np.rint(offset / acc_scale.astype(np.float64))
-        sign = np.where(factor < 0, -1, 1)
-        if self.rounding == "half_even_float" and np.abs(bias).max() + 2**16 < EXACT_FLOAT_LIMIT:
-            acc = exact_float(x)  # exact: |sign (q - zp) + bias| < 2**24
-        else:
-            acc = centered(x, np.int64)
-        if np.any(factor < 0):
-            acc *= sign.astype(acc.dtype).reshape(shape)
-        acc += bias.astype(acc.dtype).reshape(shape)
-        return (requantize_acc(acc, real_multiplier(acc_scale, out=out), out, self.rounding, axis=1),)
+        bias_max = float(np.abs(bias).max()) if bias.size else 0.0
+        use_float = self.rounding == "half_even_float" and bias_max + 2**16 < EXACT_FLOAT_LIMIT
+        # |sign (q - zp)| <= 2**16: int32 holds the sum while the bias leaves room, else int64
+        dtype = np.float32 if use_float else (np.int32 if bias_max + 2**16 <= INT32_MAX else np.int64)
+        sign = np.where(factor < 0, -1, 1).astype(dtype).reshape(shape) if np.any(factor < 0) else None
+        requantize = Requantizer(real_multiplier(acc_scale, out=out), out, self.rounding, axis=1)
+        return use_float, sign, bias.astype(dtype).reshape(shape), requantize
 
 
 @register_int
@@ -96,15 +110,25 @@ class LayerNormalization(IntKernel):
         size = int(np.prod(norm_shape, dtype=np.int64))
         flat = codes.reshape(codes.shape[:axis] + (size,))
 
-        def param(value: np.ndarray | None) -> np.ndarray | None:
+        gamma = inputs[1] if len(inputs) > 1 else None
+        beta = inputs[2] if len(inputs) > 2 else None
+
+        def param(value: Value | None) -> np.ndarray | None:
             if value is None:
                 return None
             return np.broadcast_to(np.asarray(value, dtype=np.float64), norm_shape).reshape(-1)
 
-        gamma = param(inputs[1] if len(inputs) > 1 else None)  # type: ignore[arg-type]
-        beta = param(inputs[2] if len(inputs) > 2 else None)  # type: ignore[arg-type]
-        q, s_y = i_layernorm(flat, float(scale32(x.qp)), gamma, beta, axis=-1)
-        y = requantize_acc(q, s_y / float(scale32(out)), out, self.rounding)
+        def fold() -> LayerNormAffine:
+            return layernorm_affine(param(gamma), param(beta), size)
+
+        if gamma is None and beta is None:
+            affine = None
+        elif self.constant(1, gamma) is not None and (beta is None or self.constant(2, beta) is not None):
+            affine = self.prepared(1, (gamma, beta, norm_shape), fold)
+        else:
+            affine = fold()
+        q, s_y = i_layernorm(flat, float(scale32(x.qp)), axis=-1, affine=affine)
+        y = self.requantizer((s_y,), lambda: s_y / float(scale32(out)), out)(q)
         return (QTensor(y.codes.reshape(codes.shape), y.qp, y.clipped),)
 
 
@@ -124,12 +148,20 @@ def check_exp_scale(scale: float, what: str) -> None:
         raise NotInteger(f"{what}: input scale {scale:.4g} is not below ln2 (i-exp needs finer codes)")
 
 
-def fine_codes(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
-    """``(q << k, scale / 2**k)`` with the smallest ``k`` giving a scale of at most
-    :data:`IBERT_INPUT_SCALE` (the same values on a finer integer grid)."""
+def fine_shift(scale: float) -> int:
+    """The smallest left shift ``k`` (at most :data:`IBERT_MAX_SHIFT`) giving ``scale / 2**k``
+    at most :data:`IBERT_INPUT_SCALE`."""
     if scale <= IBERT_INPUT_SCALE:
+        return 0
+    return min(IBERT_MAX_SHIFT, math.ceil(math.log2(scale / IBERT_INPUT_SCALE)))
+
+
+def fine_codes(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """``(q << k, scale / 2**k)`` with ``k = fine_shift(scale)`` (the same values on a finer
+    integer grid), as int64."""
+    k = fine_shift(scale)
+    if k == 0:
         return q.astype(np.int64), scale
-    k = min(IBERT_MAX_SHIFT, math.ceil(math.log2(scale / IBERT_INPUT_SCALE)))
     return q.astype(np.int64) << k, scale / float(1 << k)
 
 
@@ -146,9 +178,11 @@ class Softmax(IntKernel):
         out = out_param(out_params)
         if x.qp.per_channel or x.codes.ndim == 0:
             raise NotInteger("Softmax input per channel or scalar")
-        q_in, s = fine_codes(x.codes, float(scale32(x.qp)))
+        s_in = float(scale32(x.qp))
+        k = fine_shift(s_in)
+        s = s_in / float(1 << k)
         check_exp_scale(s, "Softmax")
-        view, axis = self.float_kernel._blocks(q_in)  # type: ignore[union-attr]
-        q, s_q = i_softmax(view, s, axis=axis, output_bits=SOFTMAX_BITS)
-        y = requantize_acc(q.reshape(x.codes.shape), s_q / float(scale32(out)), out, self.rounding)
+        view, axis = self.float_kernel._blocks(x.codes)  # type: ignore[union-attr]
+        q, s_q = i_softmax(view, s, axis=axis, output_bits=SOFTMAX_BITS, code_shift=k, dtype=np.float32)
+        y = self.requantizer((s_q,), lambda: s_q / float(scale32(out)), out)(q.reshape(x.codes.shape))
         return (y,)

@@ -369,16 +369,30 @@ def test_fast_quantize_and_dequantize_equal_the_reference_functions() -> None:
         assert np.array_equal(ours.dequantize(), dequantize(codes, qp))
 
 
-def test_fixed_point_fast_path_equals_integer_requantize() -> None:
+def test_fixed_point_requantize_fixed_matches_python_integers() -> None:
+    """The executor's fixed-point requantization (per channel along axis 1) equals a
+    Python-integer transcription of gemmlowp's functions, code for code and in saturation counts."""
     from engine.int8.qtensor import requantize_fixed
+    from engine.quant.integer import quantize_multiplier
+    from tests.engine.quant.test_integer import _fixed_point_reference
 
     rng = np.random.default_rng(13)
-    acc = rng.integers(-(2**31), 2**31 - 1, (4, 6, 300), endpoint=True).astype(np.int64)
-    acc[0] = rng.integers(-5000, 5000, (6, 300))
-    acc[1] = rng.integers(-64, 64, (6, 300)) * 2**20 + 2**19  # exact halves for the right shifts
+    acc = rng.integers(-(2**31), 2**31 - 1, (3, 6, 40), endpoint=True).astype(np.int64)
+    acc[0] = rng.integers(-5000, 5000, (6, 40))
+    acc[1] = rng.integers(-64, 64, (6, 40)) * 2**20 + 2**19  # exact halves for the right shifts
     acc[1, :, :4] = [INT32_MIN, INT32_MAX, -1, 0]
-    for mult in (0.0371, 0.5, 0.25, 1.0, 3.7, 1e-9, rng.uniform(1e-5, 4.0, 6), 2.0 ** -np.arange(6)):
-        for zp, qmin, qmax in ((0, -127, 127), (-9, -128, 127), (131, 0, 255), (0, INT32_MIN, INT32_MAX)):
+    for mult in (0.0371, 0.5, 1.0, 3.7, 1e-9, rng.uniform(1e-5, 4.0, 6), 2.0 ** -np.arange(6)):
+        per_channel = np.broadcast_to(np.asarray(mult, dtype=np.float64), (6,))
+        params = [quantize_multiplier(float(v)) for v in per_channel]
+        for zp, qmin, qmax in ((0, -127, 127), (-9, -128, 127), (131, 0, 255)):
             ours, n_ours = requantize_fixed(acc, mult, zp, qmin, qmax, axis=1)
-            ref, n_ref = requantize(acc, np.asarray(mult), None, zp, qmin, qmax, "fixed_point_half_up", axis=1)
-            assert np.array_equal(ours, ref) and n_ours == n_ref, (mult, zp)
+            ref = np.empty_like(acc)
+            unclipped_out = 0
+            for c, (m, shift) in enumerate(params):
+                for idx in np.ndindex(acc.shape[0], acc.shape[2]):
+                    v = int(acc[idx[0], c, idx[1]])
+                    ref[idx[0], c, idx[1]] = _fixed_point_reference(v, int(m), int(shift), zp, qmin, qmax)
+                    u = _fixed_point_reference(v, int(m), int(shift), zp, -(2**40), 2**40)
+                    unclipped_out += u < qmin or u > qmax
+            assert np.array_equal(np.asarray(ours, dtype=np.int64), ref), (mult, zp)
+            assert n_ours == unclipped_out, (mult, zp)

@@ -91,11 +91,32 @@ def measure_ort(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: in
     return {name: float(np.median(times[-repeat:])) for name, times in per_node.items()}
 
 
+def measure_wall(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], repeat: int, threads: int | None) -> float:
+    """Median wall time (ns) of an unprofiled run, optimizations off (the profiler's own
+    per-node cost, a few microseconds, inflates small nodes in the per-node figures)."""
+    import time
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1e9
+
+
 def validate(label: str, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], profile, repeat: int, threads: int | None) -> dict:
     proto = name_nodes(proto)
     model = engine.model_from_proto(proto)
     predicted = {e.name: e.est_ns for e in layer_estimates(model, profile, act_bytes=4, weight_bytes=4)}
     measured = measure_ort(proto, feeds, repeat, threads)
+    wall = measure_wall(proto, feeds, repeat, threads)
     names = [n for n in predicted if n in measured]
     p = np.array([predicted[n] for n in names])
     m = np.array([measured[n] for n in names])
@@ -109,14 +130,15 @@ def validate(label: str, proto: onnx.ModelProto, feeds: dict[str, np.ndarray], p
         by_op[ops[n]][0] += pv
         by_op[ops[n]][1] += mv
     print(f"\n{label}: {len(names)} nodes matched of {len(predicted)}")
-    print(f"  Spearman {rho:.3f}   predicted/measured total {ratio:.3f} ({p.sum() / 1e6:.3f} ms vs {m.sum() / 1e6:.3f} ms)")
+    print(f"  Spearman {rho:.3f}   predicted/measured total {ratio:.3f} ({p.sum() / 1e6:.3f} ms vs {m.sum() / 1e6:.3f} ms summed per-node)")
+    print(f"  predicted / unprofiled wall time {p.sum() / wall:.3f} ({wall / 1e6:.3f} ms)")
     print("  per op type (predicted ms / measured ms):")
     for op, (pv, mv) in sorted(by_op.items(), key=lambda kv: -kv[1][1]):
         print(f"    {op:<22} {pv / 1e6:8.3f} {mv / 1e6:8.3f}   x{pv / max(mv, 1):.2f}")
     print("  worst nodes (predicted us / measured us):")
     for n, pv, mv, _ in worst:
         print(f"    {n:<40} {pv / 1e3:9.1f} {mv / 1e3:9.1f}")
-    return {"model": label, "nodes": len(names), "spearman": rho, "total_ratio": ratio}
+    return {"model": label, "nodes": len(names), "spearman": rho, "total_ratio": ratio, "wall_ratio": float(p.sum() / wall)}
 
 
 def main(argv: list[str] | None = None) -> int:

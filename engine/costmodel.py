@@ -325,6 +325,17 @@ class CostModel:
             return p.host_flops_per_ns
         raise ValueError(f"no compute lane {lane!r}")
 
+    def node_rate(self, f: _NodeFacts) -> float:
+        """Throughput for one node's ops, ops per ns: its lane's rate, except that element-wise,
+        reduction and data-movement work on a float unit runs no faster than the vector
+        datapath. A float unit's peak (``float_gflops``) is FMA throughput on matrix work; ops
+        without MACs do not reach it (on a CPU both are the same SIMD units, and the host
+        profile measures them apart: GEMM for ``float_gflops``, adds for ``vector_gops``)."""
+        rate = self.rate(f.lane)
+        if f.lane == "float" and f.macs == 0:
+            return min(rate, self.profile.vector_ops_per_ns)
+        return rate
+
     # -------------------------------------------------------------------------- planning
 
     def plan(self, rewrites: Iterable[Rewrite] = ()) -> Plan:
@@ -516,7 +527,7 @@ class CostModel:
             lane=f.lane,
             macs=f.macs,
             ops=f.ops,
-            compute_ns=f.ops / self.rate(f.lane),
+            compute_ns=f.ops / self.node_rate(f),
             param_bytes=sum(f.weight_reads.values()),
             reads=self._reads(f.inputs, aliases),
             writes={o: self.bytes[o] for o in f.outputs},
@@ -549,7 +560,7 @@ class CostModel:
         else:
             per_lane: dict[str, float] = {}
             for f in members:
-                per_lane[f.lane] = per_lane.get(f.lane, 0.0) + f.ops / self.rate(f.lane)
+                per_lane[f.lane] = per_lane.get(f.lane, 0.0) + f.ops / self.node_rate(f)
             compute_ns = max(per_lane.values())
             lane = "mac" if "mac" in per_lane else max(per_lane, key=lambda k: per_lane[k])
             unit = lane

@@ -6,7 +6,7 @@ Data (``open_data``)
   file for a one-input model); extra keys such as ``labels`` are ignored here;
 - a folder of ``.npy`` / ``.npz`` files (name order), each as above;
 - a folder of images (PNG, JPEG, BMP, PGM/PPM) with an :class:`ImagePreprocess`, read
-  with Pillow, which is optional: without it the error says so in one line;
+  with Pillow (a dependency; should it be missing, the error says so in one line);
 - seeded synthetic data (``DataSpec(kind="synthetic")``), flagged ``synthetic`` in results.
 
 Sample axis: an array with the model input's rank has the samples along axis 0 (the

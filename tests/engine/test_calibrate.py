@@ -360,3 +360,28 @@ def test_files_with_different_symbolic_dims(tmp_path) -> None:
     assert [f["x"].shape for _, f, _ in data.batches(16)] == [(2, 5), (3, 7)]
     stats = calibrate(model, data)
     assert stats.samples == 5 and stats.tensors["x"].count == 2 * 5 + 3 * 7
+
+
+def test_real_png_folder_reproduces_the_sample_preprocessing(tmp_path) -> None:
+    """Digits written as greyscale PNGs (value = pixel x 15) and read back with the stated
+    preprocessing give the same model inputs as the bundled .npz (float32 rounding only)."""
+    from PIL import Image
+
+    from engine.calibrate import ImagePreprocess
+    from engine.fileio import read_npz
+    from engine.samples import get_sample
+
+    sample = get_sample("cnn-digits")
+    images = read_npz(sample.val)["image"][:12]
+    mean, std = 0.30538612604141235, 0.375507116317749
+    pixels = np.rint((images[:, 0] * std + mean) * 16).astype(np.uint8)  # back to 0..16
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i, p in enumerate(pixels):
+        Image.fromarray((p * 15).astype(np.uint8), mode="L").save(folder / f"{i:03d}.png")
+    model = load_model(sample.model, dims={"batch": 1})
+    prep = ImagePreprocess(mean=(mean,), std=(std,), scale=1.0 / 240.0)
+    data = open_data(data_spec(str(folder), preprocess=prep), model)
+    got = np.concatenate([f["image"] for _, f, _ in data.batches(4)])
+    assert got.shape == (12, 1, 8, 8) and got.dtype == np.float32
+    np.testing.assert_allclose(got, images, rtol=0, atol=1e-5)

@@ -47,7 +47,7 @@ def _positive_int(text: str) -> int:
 def add_quant_arguments(p: argparse.ArgumentParser, seed: bool = True) -> None:
     """Calibration data and scheme options (shared by ``analyze`` and ``run --int8``, which
     has its own ``--seed``: ``seed=False``)."""
-    p.add_argument("--calib", metavar="DATA", help="calibration data: .npz/.npy, or a folder of them, or of images (needs the optional Pillow package)")
+    p.add_argument("--calib", metavar="DATA", help="calibration data: .npz/.npy, or a folder of them, or of images (PNG, JPEG, BMP, PGM)")
     p.add_argument("--method", choices=("minmax", "percentile", "entropy", "mse"), default="minmax",
                    help="calibration range method (default minmax)")
     p.add_argument("--percentile", type=float, default=99.99, metavar="P",

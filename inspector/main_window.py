@@ -8,13 +8,19 @@ a Cancel button.
 
 Everything slow (loading + layout, the NPU report, calibration + analysis) runs in worker
 threads (:mod:`inspector.workers`); results replace what is shown only when they arrive, so
-a re-run or a cancelled job leaves the previous state on screen. Selection is shared: a node
+a re-run or a cancelled job leaves the previous state on screen. Showing a result is split
+into steps, one panel per event-loop turn (and the graph scene is built in slices), so the UI
+thread never stays busy for long (the window repaints and answers input between steps). Selection is shared: a node
 picked in the graph, the table or any panel is selected everywhere else without feedback
 loops (each target is told without emitting).
 
 Opening things: drop files anywhere on the window (an ``.onnx`` opens, an ``.npz``/``.npy``
 or a folder of images becomes the calibration data), File > Open, the recent-files list
 (kept in QSettings) or the welcome page's samples.
+
+Symbolic dimensions: a batch-like one (first axis of the inputs) is bound to 1 when the model
+opens (the status bar says "batch=1 assumed"); others (e.g. a sequence length) are bound in
+the toolbar's Dims box (``seq=128, ...``), which reloads the model with them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import functools
 import html
 import math
 import os
+import re
+from collections import deque
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from PySide6.QtCore import QEvent, QSettings, QSize, Qt, QThreadPool, QTimer, QUrl, Signal
@@ -61,21 +69,26 @@ from inspector.session import (
     Session,
     analysis_job,
     classify_path,
+    format_dims,
     load_model_job,
     npu_job,
+    parse_dims,
 )
 from inspector.workers import JobRunner, error_message
 from widgets.distribution import DistributionData, DistributionPanel
 from widgets.error_panel import ErrorPanel
 from widgets.findings import FindingsPanel
 from widgets.fusion_panel import FusionPanel
-from widgets.graph_view import GraphView
+from widgets.graph_view import SYNC_BUILD_NODES, GraphView
 from widgets.layer_table import LayerTable
 from widgets.roofline import RooflinePanel
 from widgets.timeline import TimelinePanel
 from widgets.welcome import WelcomeView
 
 MAX_RECENT = 8
+RUN_TIP = "Calibrate and measure the int8 error of every layer (F5)"
+SMALL_MODEL_NODES = SYNC_BUILD_NODES
+"""Results of models with at most this many nodes are shown at once, bigger ones in steps."""
 PROGRESS_STEPS = 1000
 GRAPH_SHARE = 0.25
 PANELS_SHARE = 0.56
@@ -172,7 +185,12 @@ def _fmt_db(v: float | None) -> str:
 
 
 def _fmt_shape(shape: Sequence[Any] | None) -> str:
-    return "?" if shape is None else "×".join(str(d) for d in shape) if shape else "scalar"
+    """``1×64×8×8``; dimensions ONNX shape inference named itself (``unk__12``) show as ``?``."""
+    if shape is None:
+        return "?"
+    if not shape:
+        return "scalar"
+    return "×".join("?" if isinstance(d, str) and d.startswith("unk__") else str(d) for d in shape)
 
 
 def _e(text: Any) -> str:
@@ -206,9 +224,13 @@ class SummaryPanel(QTextBrowser):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.text_facts: dict[str, str] = {}
 
+    def clear(self) -> None:
+        """No model."""
+        self.setHtml(_HTML_STYLE + "<p class='muted'>No model open.</p>")
+
     def show_session(self, s: Session) -> None:
         if s.loaded is None:
-            self.setHtml("<p class='muted'>No model.</p>")
+            self.clear()
             return
         info = s.loaded.info
         facts: list[tuple[str, str]] = [
@@ -217,8 +239,14 @@ class SummaryPanel(QTextBrowser):
             ("opset", f"{info.opset} (IR {info.ir_version})"),
             ("producer", _e(info.producer or "–")),
             ("parameters", f"{info.params:,} ({_fmt_bytes(info.param_bytes)})"),
-            ("MACs", _fmt_count(info.macs)),
+            ("MACs", f"{_fmt_count(info.macs)} per sample" if s.loaded.assumed else _fmt_count(info.macs)),
         ]
+        dims = s.loaded.dims_text()
+        if dims:
+            unbound = s.loaded.unbound
+            note = (f" <span class='warn'>(set {', '.join(unbound)} in the Dims box to analyse)</span>"
+                    if unbound else "")
+            facts.append(("dimensions", _e(dims) + note))
         for t in info.inputs:
             facts.append(("input", f"{_e(t.name)} {_fmt_shape(t.shape)} {_e(t.dtype)}"))
         for t in info.outputs:
@@ -274,6 +302,12 @@ class NodePanel(QTextBrowser):
         self.setOpenLinks(False)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.node: str | None = None
+        self.clear()
+
+    def clear(self) -> None:
+        """No node selected."""
+        self.node = None
+        self.setHtml(_HTML_STYLE + "<p class='muted'>Select a node in the graph or the table.</p>")
 
     def show_node(self, s: Session, name: str | None) -> None:
         self.node = name
@@ -305,7 +339,8 @@ class NodePanel(QTextBrowser):
             if row.macs is not None:
                 rows.append(("MACs", _fmt_count(row.macs)))
             if row.dram_bytes is not None:
-                rows.append(("DRAM", _fmt_bytes(row.dram_bytes)))
+                where = "on the NPU (int8)" if s.npu is not None else "at int8"
+                rows.append(("DRAM traffic", f"{_fmt_bytes(row.dram_bytes)} {where}"))
             if row.est_ns is not None:
                 rows.append(("est. time", f"{row.est_ns / 1e3:,.3f} µs, {row.bound}-bound"))
         if s.npu is not None:
@@ -348,9 +383,10 @@ def _short_attr(value: Any) -> str:
 
 
 class Banner(QFrame):
-    """A message over the top of the window's content (error, warning or info), with a close
-    button. It floats above the workspace instead of taking layout space, so showing it
-    never re-lays out (and repaints) the graph and the plots."""
+    """A message over the bottom of the window's content (error, warning or info), with a
+    close button. It floats above the workspace instead of taking layout space, so showing it
+    never re-lays out (and repaints) the graph and the plots; at the bottom it covers table
+    rows that scroll, never the toolbar or the tab bars."""
 
     MAX_WIDTH = 980
 
@@ -393,7 +429,8 @@ class Banner(QFrame):
         m = self.layout().contentsMargins()
         label_width = width - m.left() - m.right() - self.close_button.sizeHint().width() - self.layout().spacing()
         height = max(self.label.heightForWidth(label_width), self.close_button.sizeHint().height())
-        self.setGeometry((parent.width() - width) // 2, 8, width, height + m.top() + m.bottom())
+        total = height + m.top() + m.bottom()
+        self.setGeometry((parent.width() - width) // 2, max(8, parent.height() - total - 10), width, total)
 
     def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt name)
         if obj is self.parentWidget() and event.type() == QEvent.Type.Resize and self.isVisible():
@@ -423,6 +460,12 @@ class MainWindow(QMainWindow):
         self._selected: str | None = None
         self._auto_color = True
         self._settings_dirty = False
+        # results are shown in steps, one per event-loop turn: (model the step belongs to, step)
+        self._steps: deque[tuple[Any, Callable[[], None]]] = deque()
+        self._step_timer = QTimer(self)
+        self._step_timer.setInterval(0)
+        self._step_timer.timeout.connect(self._run_step)
+        self._after_graph: Callable[[], None] | None = None  # runs once the graph scene is built
 
         self._build_panels()
         self._build_workspace()
@@ -447,11 +490,17 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
         self._update_actions()
         self.resize(1500, 940)
+        for w in (self.progress_label, self.progress, self.cancel_button):
+            # paint each once now: the first paint of a widget made in Python asks for the
+            # GIL many times (PySide looks up Python overrides once per method), which costs
+            # tens of ms when it happens beside a running worker (they show when one starts)
+            w.grab()
 
     # ================================================================== construction
     def _build_panels(self) -> None:
         self.graph = GraphView()
         self.graph.node_selected.connect(lambda n: self.select_node(n, "graph"))
+        self.graph.build_finished.connect(self._on_graph_built)
         self.graph.viewport().setAcceptDrops(False)  # file drops go to the window
         self.table = LayerTable()
         self.table.node_selected.connect(lambda n: self.select_node(n, "table"))
@@ -484,12 +533,13 @@ class MainWindow(QMainWindow):
         hl = QVBoxLayout(holder)
         hl.setContentsMargins(0, 4, 0, 0)
         hl.setSpacing(0)
-        row = QHBoxLayout()
+        self.tensor_row = QWidget()
+        row = QHBoxLayout(self.tensor_row)
         row.setContentsMargins(6, 0, 6, 0)
         row.addWidget(QLabel("Tensor"))
         row.addWidget(self.tensor_box)
         row.addStretch(1)
-        hl.addLayout(row)
+        hl.addWidget(self.tensor_row)
         hl.addWidget(self.panels["distribution"], 1)
         self.layer_tabs.addTab(holder, "Distribution")
         self.layer_tabs.addTab(self.node_panel, "Node")
@@ -585,7 +635,7 @@ class MainWindow(QMainWindow):
         self.float_ops_button.setMenu(self.float_ops_menu)
         tb.addWidget(self.float_ops_button)
         self.run_button = QPushButton("Run analysis")
-        self.run_button.setToolTip("Calibrate and measure the int8 error of every layer (F5)")
+        self.run_button.setToolTip(RUN_TIP)
         self.run_button.clicked.connect(self.run_analysis)
         tb.addWidget(self.run_button)
         tb.addSeparator()
@@ -595,6 +645,17 @@ class MainWindow(QMainWindow):
         self.profile_box.addItems(self._profile_names())
         self.profile_box.setCurrentText(s.profile)
         tb.addWidget(self.profile_box)
+        tb.addWidget(label("Dims"))
+        self.dims_edit = QLineEdit()
+        self.dims_edit.setPlaceholderText("no symbolic dims")
+        self.dims_edit.setToolTip(
+            "Symbolic dimensions of the model's inputs, e.g. seq=128, batch=4 (Enter reloads the model with "
+            "them). A batch dimension left empty is taken as 1.")
+        self.dims_edit.setAcceptDrops(False)
+        self.dims_edit.setMaximumWidth(210)
+        self.dims_edit.setEnabled(False)
+        self.dims_edit.returnPressed.connect(self._on_dims_entered)
+        tb.addWidget(self.dims_edit)
         tb.addSeparator()
         tb.addWidget(label("Colour"))
         self.color_box = QComboBox()
@@ -686,6 +747,10 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.progress_label)
         sb.addPermanentWidget(self.progress)
         sb.addPermanentWidget(self.cancel_button)
+        self.dims_label = QLabel()
+        self.dims_label.setToolTip("Symbolic dimensions of the open model and the values in use "
+                                   "(\"assumed\": bound by the inspector; change them in the toolbar's Dims box)")
+        sb.addPermanentWidget(self.dims_label)
         sb.addPermanentWidget(self.calib_label)
         for w in (self.progress_label, self.progress, self.cancel_button):
             # hidden widgets keep their place: showing them must not resize the status bar,
@@ -774,10 +839,57 @@ class MainWindow(QMainWindow):
         self.calib_label.setText(f"Calibration: {text}")
         self.calib_label.setStyleSheet("" if calib is not None and not calib.synthetic else "color:#9a6700;")
 
+    def _update_dims(self) -> None:
+        """The Dims box and the status bar's dimensions for the open model."""
+        loaded = self.session.loaded
+        if loaded is None or not loaded.model.symbolic_dims:
+            self.dims_edit.setText("")
+            self.dims_edit.setPlaceholderText("no symbolic dims")
+            self.dims_edit.setEnabled(False)
+            self.dims_label.setText("")
+            return
+        self.dims_edit.setEnabled(True)
+        self.dims_edit.setText(format_dims(loaded.dims))
+        hints = [f"{d}=…" for d in loaded.unbound] + [f"{d}={v} assumed" for d, v in loaded.assumed.items()]
+        self.dims_edit.setPlaceholderText(", ".join(hints) or "e.g. batch=4")
+        text = loaded.dims_text()
+        self.dims_label.setText(f"Dims: {text}")
+        self.dims_label.setStyleSheet("color:#9a6700;" if loaded.unbound else "")
+
+    @guarded
+    def _on_dims_entered(self) -> None:
+        self.apply_dims(self.dims_edit.text())
+
+    @guarded
+    def apply_dims(self, text: str) -> bool:
+        """Reload the open model with the symbolic dimensions in ``text`` (``seq=128, ...``);
+        False (and a one-line message) when ``text`` does not parse or names no dimension
+        of the model. The analysis follows when there was one (or calibration data)."""
+        loaded = self.session.loaded
+        if loaded is None:
+            return False
+        try:
+            dims = parse_dims(text)
+        except ModelError as e:
+            self.show_message(str(e), "error")
+            return False
+        known = loaded.model.symbolic_dims
+        unknown = [d for d in dims if d not in known]
+        if unknown:
+            self.show_message(f"dimensions: the model has no symbolic dimension {', '.join(unknown)} "
+                              f"(it has: {', '.join(known) or 'none'})", "error")
+            return False
+        analyse = self.session.analysis is not None or self.session.calib is not None
+        self.open_model(loaded.model.path, sample=loaded.sample, calib=self.session.calib, analyse=analyse,
+                        dims=dims)
+        return True
+
     def _update_actions(self) -> None:
         has_model = self.session.loaded is not None
-        self.run_button.setEnabled(has_model)
-        self.run_action.setEnabled(has_model)
+        blocker = self._analysis_blocker() if has_model else None
+        self.run_button.setEnabled(has_model and blocker is None)
+        self.run_action.setEnabled(has_model and blocker is None)
+        self.run_button.setToolTip(blocker or RUN_TIP)
         busy = self.jobs.busy
         self.cancel_action.setEnabled(busy)
         analysing = self.jobs.is_running("analysis")
@@ -794,7 +906,7 @@ class MainWindow(QMainWindow):
     def show_message(self, text: str, kind: str = "error") -> None:
         """Show ``text`` in the banner (``kind``: error, warning, info) and the status bar."""
         self.banner.show_message(text, kind)
-        self.statusBar().showMessage(text.splitlines()[0] if text else "", 15000)
+        self._status(text.splitlines()[0] if text else "", 15000)
 
     def clear_message(self) -> None:
         self.banner.hide()
@@ -892,7 +1004,7 @@ class MainWindow(QMainWindow):
         if analyse is None:
             analyse = calib is not None
         self.clear_message()
-        self.statusBar().showMessage(f"Loading {os.path.basename(path)}…")
+        self._status(f"Loading {os.path.basename(path)}…")
         self.jobs.start(
             "load",
             load_model_job,
@@ -921,24 +1033,44 @@ class MainWindow(QMainWindow):
             return
         self.session.calib = calib
         self._update_calib_label()
-        self.statusBar().showMessage(f"Calibration data: {calib.label}", 8000)
+        self._status(f"Calibration data: {calib.label}", 8000)
         self.run_analysis()
 
     # ================================================================== jobs
+    def _analysis_blocker(self) -> str | None:
+        """Why the open model cannot be analysed now (one line), or None."""
+        loaded = self.session.loaded
+        if loaded is None:
+            return "Open a model first (drop an .onnx file on the window)."
+        name = os.path.basename(loaded.model.path)
+        unsupported = loaded.info.unsupported_ops
+        if unsupported:
+            return (f"{name}: no int8 kernel for {', '.join(sorted(unsupported))}, so the analysis cannot run "
+                    "this model; the graph, costs and NPU estimates are shown.")
+        if loaded.unbound:
+            dims = ", ".join(f"{d}=N" for d in loaded.unbound)
+            return (f"{name}: symbolic dimension{'s' if len(loaded.unbound) > 1 else ''} "
+                    f"{', '.join(loaded.unbound)} not bound: enter e.g. {dims} in the toolbar's Dims box "
+                    "and press Enter to analyse.")
+        return None
+
     @guarded
     def run_analysis(self) -> None:
         """Start (or restart) the quantization analysis with the current settings."""
         model = self.session.model
-        if model is None:
-            self.show_message("Open a model first (drop an .onnx file on the window).", "info")
+        blocker = self._analysis_blocker()
+        if model is None or blocker is not None:
+            self.show_message(blocker or "", "info" if model is None else "warning")
             return
+        loaded = self.session.loaded
+        assert loaded is not None
         settings = self._read_settings()
         self.session.settings = settings
         calib = self.session.calib or CalibSource(None)
         from engine.analysis import has_qdq
 
         if calib.synthetic and has_qdq(model):
-            self.statusBar().showMessage("QDQ model: using the scales in its QuantizeLinear/DequantizeLinear nodes", 8000)
+            self._status("QDQ model: using the scales in its QuantizeLinear/DequantizeLinear nodes", 8000)
         elif calib.synthetic:
             self.show_message(
                 "No calibration data: calibrating on SYNTHETIC random data (ranges are not representative). "
@@ -946,7 +1078,7 @@ class MainWindow(QMainWindow):
         self.jobs.start(
             "analysis",
             analysis_job,
-            model,
+            loaded.analysis_model or model,  # assumed batch left free: calibration runs in batches
             calib,
             settings,
             label="Quantization analysis",
@@ -978,7 +1110,7 @@ class MainWindow(QMainWindow):
     def cancel_jobs(self) -> None:
         """Cancel every running job; what is shown stays as it is."""
         if self.jobs.busy:
-            self.statusBar().showMessage("Cancelling…", 3000)
+            self._status("Cancelling…", 3000)
             self.jobs.cancel()
 
     @guarded
@@ -994,13 +1126,65 @@ class MainWindow(QMainWindow):
         self.settings.setValue("profile", name)
         self.run_npu()
 
+    # ------------------------------------------------------------------ steps (UI thread)
+    def _queue(self, model: Any, *steps: Callable[[], None]) -> None:
+        """Run ``steps`` one per event-loop turn, in order after the steps already queued,
+        each only while ``model`` is still the open one. For a small model (at most
+        SMALL_MODEL_NODES nodes) they all run now: each takes a few ms."""
+        self._steps.extend((model, step) for step in steps)
+        if model is not None and len(model.graph.nodes) <= SMALL_MODEL_NODES:
+            while self._steps:
+                self._run_step()
+        elif not self._step_timer.isActive():
+            self._step_timer.start()
+
+    def _run_step(self) -> None:
+        if not self._steps:
+            self._step_timer.stop()
+            return
+        model, step = self._steps.popleft()
+        if not self._steps:
+            self._step_timer.stop()
+        if model is self.session.model:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 (a failed step is a message, not a crash)
+                if os.environ.get("INSPECTOR_DEBUG"):
+                    import traceback
+
+                    traceback.print_exc()
+                self.show_message(error_message(exc), "error")
+
+    @property
+    def ui_busy(self) -> bool:
+        """True while results are still being put on screen (queued steps, graph building)."""
+        return bool(self._steps) or self.graph.is_building or self._after_graph is not None
+
+    def _on_graph_built(self) -> None:
+        """The graph scene is complete: run what waited for it (on the next turn)."""
+        if self._after_graph is not None:
+            QTimer.singleShot(0, self, self._run_after_graph)
+
+    def _run_after_graph(self) -> None:
+        callback, self._after_graph = self._after_graph, None
+        if callback is not None:
+            callback()
+
+    def _status(self, text: str, timeout_ms: int = 0) -> None:
+        """A status bar message, shown on the next turn: QStatusBar repaints at once, which
+        inside a long callback would paint the whole window in the middle of it."""
+        QTimer.singleShot(0, self, lambda: self.statusBar().showMessage(text, timeout_ms))
+
     # ------------------------------------------------------------------ job results
     @guarded
     def _on_loaded(self, loaded: LoadedModel, calib: CalibSource | None, analyse: bool) -> None:
+        """Show a loaded model: the state and the panels' "what comes next" now; the graph,
+        the table and then the NPU report / analysis jobs in the next turns."""
         self.jobs.cancel("npu")
         self.jobs.cancel("analysis")
         self._pending_calib = None
         self.session.set_loaded(loaded, calib)
+        model = loaded.model
         self._selected = None
         self._auto_color = True
         self._settings_dirty = False
@@ -1008,100 +1192,162 @@ class MainWindow(QMainWindow):
         self.color_box.setCurrentIndex(0)
         self.color_box.blockSignals(False)
         self._fill_float_ops_menu()
-        self.graph.set_layout(loaded.layout)
-        self.table.set_rows(self.session.rows())
+        self._update_dims()
         self._clear_panels()
         self.summary_panel.show_session(self.session)
-        self.node_panel.show_node(self.session, None)
         self._update_calib_label()
         self._show_workspace()
-        name = os.path.basename(loaded.model.path)
+        name = os.path.basename(model.path)
         self.setWindowTitle(f"{name} — Deployment Inspector")
         if loaded.sample is None:
-            self._add_recent(loaded.model.path)
-        unsupported = loaded.info.unsupported_ops
-        if unsupported:
-            self.show_message(
-                f"{name}: no kernel for {', '.join(sorted(unsupported))}; the int8 analysis cannot run this model.",
-                "warning")
-        self.statusBar().showMessage(f"Loaded {name}: {loaded.info.nodes} nodes", 8000)
-        self.model_loaded.emit(loaded.model.path)
-        self.run_npu()
-        if analyse and not unsupported:
-            self.run_analysis()
+            self._add_recent(model.path)
+        blocker = self._analysis_blocker()
+        if blocker is not None:
+            self.show_message(blocker, "warning")
+        assumed = f"; {format_dims(loaded.assumed)} assumed" if loaded.assumed else ""
+        self._status(f"Loaded {name}: {loaded.info.nodes} nodes{assumed}", 8000)
         self._update_actions()
+
+        def fill_table() -> None:
+            self.table.set_rows(self.session.rows())
+            self.model_loaded.emit(model.path)
+
+        def start_jobs() -> None:
+            if self.session.model is not model:
+                return
+            self.run_npu()
+            if analyse and blocker is None:
+                self.run_analysis()
+
+        def after_graph() -> None:
+            # the jobs start once the graph is drawn and indexed (one more turn after the
+            # last slice): with a worker running, each new scene item's first calls from Qt
+            # (bounding rect, paint: PySide looks for Python overrides) wait for the GIL
+            self._after_graph = start_jobs
+            if not self.graph.is_building:
+                if len(model.graph.nodes) <= SMALL_MODEL_NODES:
+                    self._run_after_graph()  # a small model: everything at once
+                else:
+                    self._on_graph_built()
+
+        def draw_graph() -> None:
+            self.graph.set_layout(loaded.layout)
+            reasons = loaded.info.unsupported_ops
+            self.graph.set_flagged({n.name: reasons[n.op_type] for n in model.graph.nodes if n.op_type in reasons})
+
+        self._queue(model, draw_graph, fill_table, after_graph)
 
     @guarded
     def _on_npu(self, report: Any, model: Any) -> None:
         if model is not self.session.model:
             return
-        self.session.set_npu(report)
-        self.table.set_rows(self.session.rows())
-        self.graph.set_fusion_groups([(f.nodes, f.pattern) for f in report.fusions.fusions])
-        self.panels["timeline"].set_report(report)  # type: ignore[attr-defined]
-        self.panels["roofline"].set_report(report)  # type: ignore[attr-defined]
-        self.panels["fusions"].set_npu_report(report)  # type: ignore[attr-defined]
-        self.summary_panel.show_session(self.session)
-        self._recolor()
-        self._reselect()
-        self.statusBar().showMessage(
-            f"NPU report on {report.profile.name}: {report.timeline.total_ns / 1e3:,.1f} µs fused", 8000)
-        self.npu_finished.emit()
+
+        def rows() -> None:
+            self.session.set_npu(report)
+            self.table.set_rows(self.session.rows())
+
+        def finish() -> None:
+            self.summary_panel.show_session(self.session)
+            self._recolor()
+            self._reselect()
+            self._status(f"NPU report on {report.profile.name}: {report.timeline.total_ns / 1e3:,.1f} µs fused", 8000)
+            self.npu_finished.emit()
+
+        p = self.panels
+        self._queue(
+            model,
+            rows,
+            lambda: self.graph.set_fusion_groups([(f.nodes, f.pattern) for f in report.fusions.fusions]),
+            lambda: p["timeline"].set_report(report),  # type: ignore[attr-defined]
+            lambda: p["roofline"].set_report(report),  # type: ignore[attr-defined]
+            lambda: p["fusions"].set_npu_report(report),  # type: ignore[attr-defined]
+            finish,
+        )
 
     @guarded
     def _on_analysis(self, result: Any, model: Any, settings: QuantSettings) -> None:
         if model is not self.session.model:
             return
-        self.session.set_analysis(result, settings)
-        self._settings_dirty = settings != self._read_settings()
-        self.table.set_rows(self.session.rows())
-        self.panels["error"].set_result(result)  # type: ignore[attr-defined]
-        self.panels["findings"].set_findings(result.findings)  # type: ignore[attr-defined]
-        i = self.model_tabs.indexOf(self.panels["findings"])
-        self.model_tabs.setTabText(i, f"Findings ({len(result.findings)})")
-        self.summary_panel.show_session(self.session)
-        if self._auto_color and self.color_box.currentIndex() == 0:
-            self.color_box.setCurrentText("SQNR isolated (dB)")  # recolours via the signal
-        else:
-            self._recolor()
-        if self._selected is None:
-            worst = result.worst_isolated(1)
-            if worst:
-                self.select_node(worst[0].name)
-        self._reselect()
-        if self.message_kind == "warning" and "SYNTHETIC" in self.message and not result.calibration.get("synthetic"):
-            self.clear_message()
-        out = result.outputs[0] if result.outputs else None
-        text = "Analysis done"
-        if out is not None and out.accuracy_int8 is not None and out.accuracy_float is not None:
-            text += f": accuracy float {100 * out.accuracy_float:.2f}% → int8 {100 * out.accuracy_int8:.2f}%"
-        elif out is not None:
-            text += f": output SQNR {_fmt_db(out.error.sqnr_db)}"
-        self.statusBar().showMessage(text, 15000)
-        self._update_actions()
-        self.analysis_finished.emit()
+
+        def rows() -> None:
+            self.session.set_analysis(result, settings)
+            self._settings_dirty = settings != self._read_settings()
+            self.table.set_rows(self.session.rows())
+
+        def findings() -> None:
+            self.panels["findings"].set_findings(result.findings)  # type: ignore[attr-defined]
+            i = self.model_tabs.indexOf(self.panels["findings"])
+            self.model_tabs.setTabText(i, f"Findings ({len(result.findings)})")
+            self.summary_panel.show_session(self.session)
+
+        def finish() -> None:
+            if self._auto_color and self.color_box.currentIndex() == 0:
+                self.color_box.setCurrentText("SQNR isolated (dB)")  # recolours via the signal
+            else:
+                self._recolor()
+            if self._selected is None:
+                worst = result.worst_isolated(1)
+                if worst:
+                    self.select_node(worst[0].name)
+            self._reselect()
+            if self.message_kind == "warning" and "SYNTHETIC" in self.message and not result.calibration.get("synthetic"):
+                self.clear_message()
+            out = result.outputs[0] if result.outputs else None
+            text = "Analysis done"
+            if out is not None and out.accuracy_int8 is not None and out.accuracy_float is not None:
+                text += f": accuracy float {100 * out.accuracy_float:.2f}% → int8 {100 * out.accuracy_int8:.2f}%"
+            elif out is not None:
+                text += f": output SQNR {_fmt_db(out.error.sqnr_db)}"
+            self._status(text, 15000)
+            self._update_actions()
+            self.analysis_finished.emit()
+
+        self._queue(
+            model,
+            rows,
+            lambda: self.panels["error"].set_result(result),  # type: ignore[attr-defined]
+            findings,
+            finish,
+        )
 
     def _clear_panels(self) -> None:
-        """Empty every panel that shows results of the previous model (new ones follow)."""
-        from engine.fusion import FusionReport
+        """Empty every panel that shows results of the previous model (new ones follow),
+        each saying what will fill it."""
+        from widgets.error_panel import NO_ANALYSIS
 
+        blocker = self._analysis_blocker()
+        no_analysis = html.escape(blocker) if blocker is not None else NO_ANALYSIS
         p = self.panels
-        p["distribution"].clear()  # type: ignore[attr-defined]
-        p["error"].set_layers([], [])  # type: ignore[attr-defined]
-        p["findings"].set_findings([])  # type: ignore[attr-defined]
-        p["timeline"].set_timelines(None, None)  # type: ignore[attr-defined]
-        p["fusions"].set_report(FusionReport(profile=self.session.settings.profile))  # type: ignore[attr-defined]
-        roofline_profile = getattr(p["roofline"], "profile", None)
-        if roofline_profile is not None:
-            p["roofline"].set_data([], roofline_profile)  # type: ignore[attr-defined]
+        p["distribution"].clear(  # type: ignore[attr-defined]
+            "Run the analysis (F5) to see the value distributions of the selected node's tensors."
+            if blocker is None else no_analysis)
+        p["error"].clear(no_analysis)  # type: ignore[attr-defined]
+        p["findings"].clear(no_analysis if blocker is not None else  # type: ignore[attr-defined]
+                            "No analysis yet. <b>Run analysis</b> (F5): the findings name the layers whose "
+                            "int8 error stands out and say why.")
+        for key in ("timeline", "roofline", "fusions"):
+            p[key].clear("Computing the NPU report…")  # type: ignore[attr-defined]
+        self.node_panel.clear()
+        self.summary_panel.clear()
+        self.tensor_box.clear()
+        self.tensor_box.setEnabled(False)
+        self.tensor_row.setVisible(False)
         self.model_tabs.setTabText(self.model_tabs.indexOf(p["findings"]), "Findings")
 
+    _DIM_HINT = re.compile(r"bind it with --dim (\S+)=N")
+
     def _on_job_error(self, kind: str, message: str) -> None:
+        # the engine's hints name the command line's option; here the Dims box does it
+        message = self._DIM_HINT.sub(r"enter \1=N in the toolbar's Dims box", message)
+        if kind == "npu":
+            for key in ("timeline", "roofline", "fusions"):
+                if self.panels[key].message:  # type: ignore[attr-defined]
+                    self.panels[key].clear("No NPU report: " + html.escape(message))  # type: ignore[attr-defined]
         self.show_message(message, "error")
         self._update_actions()
 
     def _on_job_cancelled(self, kind: str) -> None:
-        self.statusBar().showMessage(f"{JOB_TEXT.get(kind, kind)} cancelled; the previous results are still shown", 8000)
+        self._status(f"{JOB_TEXT.get(kind, kind)} cancelled; the previous results are still shown", 8000)
         self._update_actions()
 
     def _on_progress(self, kind: str, done: int, total: int) -> None:
@@ -1113,13 +1359,15 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(f"{self.jobs.label(kind)} {done}/{total}{extra}")
 
     def _on_busy(self, busy: bool) -> None:
-        self.progress.setVisible(busy)
-        self.progress_label.setVisible(busy)
-        self.cancel_button.setVisible(busy)
         if busy:
+            # reset while hidden: QProgressBar.setValue repaints a visible bar at once, which
+            # paints every dirty widget of the window inside the caller (e.g. a job's result)
             self.progress.setValue(0)
             running = self.jobs.running()
             self.progress_label.setText(self.jobs.label(running[0]) if running else "")
+        self.progress.setVisible(busy)
+        self.progress_label.setVisible(busy)
+        self.cancel_button.setVisible(busy)
         self._update_actions()
 
     # ================================================================== settings
@@ -1129,7 +1377,7 @@ class MainWindow(QMainWindow):
         if self.session.analysis is not None:
             self._settings_dirty = self.session.analysis_settings != self.session.settings
             if self._settings_dirty:
-                self.statusBar().showMessage("Settings changed: Run analysis (F5) to update the results", 10000)
+                self._status("Settings changed: Run analysis (F5) to update the results", 10000)
         self._update_actions()
 
     @guarded
@@ -1192,9 +1440,9 @@ class MainWindow(QMainWindow):
         name = self.graph.find_next() if same else self.graph.find(text)
         self._last_search = text
         if name is None:
-            self.statusBar().showMessage(f"No node matches {text!r}", 5000)
+            self._status(f"No node matches {text!r}", 5000)
         else:
-            self.statusBar().showMessage(f"{self.graph.match_count} nodes match {text!r} (Enter: next)", 5000)
+            self._status(f"{self.graph.match_count} nodes match {text!r} (Enter: next)", 5000)
 
     # ================================================================== selection
     @guarded
@@ -1255,12 +1503,18 @@ class MainWindow(QMainWindow):
             self.tensor_box.addItem(label, (kind, tensor))
         self.tensor_box.blockSignals(False)
         self.tensor_box.setEnabled(len(choices) > 1)
+        self.tensor_row.setVisible(bool(choices))
         if not choices:
-            panel.clear()  # type: ignore[attr-defined]
+            blocker = self._analysis_blocker()
             if self.session.analysis is None:
-                panel.title.setText("Run the analysis to see value distributions")  # type: ignore[attr-defined]
-            elif name is not None:
-                panel.title.setText(f"{name}: no quantized tensor")  # type: ignore[attr-defined]
+                message = html.escape(blocker) if blocker else (
+                    "Run the analysis (F5) to see the value distributions of the selected node's tensors.")
+            elif name is None:
+                message = "Select a node in the graph or the layer table to see its tensors' value distributions."
+            else:
+                message = (f"<b>{html.escape(name)}</b> has no quantized tensor: the int8 model keeps it in "
+                           "float or it only moves data.")
+            panel.clear(message)  # type: ignore[attr-defined]
             return
         self._draw_tensor(*choices[0][1:])
 

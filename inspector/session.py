@@ -5,7 +5,9 @@ same engine functions back the command line (``inspector info`` / ``analyze``), 
 GUI and the CLI report the same figures.
 
 - :func:`classify_path`: what a dropped or opened path is (a model or calibration data).
-- :func:`load_model_job`: load a model, summarise it, cost every node and lay the graph out.
+- :func:`parse_dims`, :func:`batch_like_dims`, :func:`unbound_dims`: symbolic dimensions.
+- :func:`load_model_job`: load a model (a free batch dimension bound to 1), summarise it, cost
+  every node and lay the graph out.
 - :func:`npu_job`: the NPU report (roofline per node, fusions, timelines) on a profile.
 - :func:`analysis_job`: calibration and the per-layer int8 error analysis.
 - :func:`layer_rows`: one plain :class:`LayerRow` per node for the layer table.
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from engine.errors import Cancelled, ModelError
-from engine.graph import Model
+from engine.graph import Graph, Model
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -155,18 +158,100 @@ class QuantSettings:
         return replace(self, **changes)
 
 
+# ------------------------------------------------------------------------ dims
+
+NOT_BATCH = re.compile(r"seq|len|token|time|step|height|width|^h$|^w$|chan|feat|hidden|vocab|head|dim", re.I)
+"""Symbolic dimension names that are never taken for a batch dimension."""
+_DIM_ITEM = re.compile(r"^\s*([A-Za-z_][\w.:/-]*)\s*[=:]\s*([+-]?\d+)\s*$")
+
+
+def parse_dims(text: str) -> dict[str, int]:
+    """``"seq=128, batch=4"`` (commas or spaces between items) as ``{"seq": 128, "batch": 4}``;
+    ModelError (one line) on anything else."""
+    items = [t for t in re.split(r"[,;\s]+(?=[A-Za-z_])", text.strip()) if t.strip()]
+    dims: dict[str, int] = {}
+    for item in items:
+        m = _DIM_ITEM.match(item.strip().rstrip(",;"))
+        if m is None:
+            raise ModelError(f"dimensions: cannot read {item.strip()!r}; write NAME=VALUE, e.g. seq=128")
+        value = int(m.group(2))
+        if value <= 0:
+            raise ModelError(f"dimensions: {m.group(1)} must be a positive integer, got {value}")
+        dims[m.group(1)] = value
+    return dims
+
+
+def format_dims(dims: dict[str, int]) -> str:
+    """``{"seq": 128}`` as ``seq=128`` (the inverse of :func:`parse_dims`)."""
+    return ", ".join(f"{k}={v}" for k, v in dims.items())
+
+
+def unbound_dims(model: Model) -> list[str]:
+    """Symbolic input dimensions of ``model`` that have no value."""
+    return [d for d in model.symbolic_dims if d not in model.dims]
+
+
+def batch_like_dims(model: Model) -> dict[str, int]:
+    """Unbound symbolic dimensions that look like a batch, each bound to 1: the first axis of
+    an input of rank >= 2, never on another axis of any input, and not named like a sequence
+    length or a spatial size (:data:`NOT_BATCH`)."""
+    first: set[str] = set()
+    elsewhere: set[str] = set()
+    for info in model.graph.inputs:
+        shape = info.shape or ()
+        for axis, d in enumerate(shape):
+            if not isinstance(d, str) or d in model.dims:
+                continue
+            if axis == 0 and len(shape) >= 2:
+                first.add(d)
+            else:
+                elsewhere.add(d)
+    unbound = unbound_dims(model)
+    return {d: 1 for d in unbound if d in first and d not in elsewhere and not NOT_BATCH.search(d)}
+
+
+def with_free_dims(bound: Model, free: Model) -> Model:
+    """``bound``'s nodes and weights with ``free``'s shapes and dims: the same model with the
+    assumed dimensions left symbolic (the analysis then calibrates in batches)."""
+    g = bound.graph
+    graph = Graph(nodes=g.nodes, inputs=free.graph.inputs, outputs=free.graph.outputs, weights=g.weights,
+                  tensors=free.graph.tensors)
+    return replace(bound, graph=graph, dims=dict(free.dims), symbolic_dims=list(free.symbolic_dims))
+
+
 # ------------------------------------------------------------------------ jobs
 
 
 @dataclass
 class LoadedModel:
-    """A model ready to show: summary, per-node costs (int8 element sizes) and graph layout."""
+    """A model ready to show: summary, per-node costs (int8 element sizes) and graph layout.
+
+    ``dims``: the dimensions the user bound; ``assumed``: batch-like dimensions bound to 1 by
+    the app (shapes, costs and the NPU report are per sample). ``analysis_model`` is the same
+    model with the assumed dimensions left free, for the analysis (None when nothing was
+    assumed): a fixed batch of 1 would calibrate one sample per run, several times slower.
+    """
 
     model: Model
     info: Any  # engine.summary.ModelInfo
     costs: list[Any]  # engine.cost.NodeCost per node, in node order
     layout: Any  # engine.layout.GraphLayout
     sample: str | None = None
+    dims: dict[str, int] = field(default_factory=dict)
+    assumed: dict[str, int] = field(default_factory=dict)
+    analysis_model: Model | None = None
+
+    @property
+    def unbound(self) -> list[str]:
+        """Symbolic dimensions still without a value (shapes show ``?``; no analysis)."""
+        return unbound_dims(self.model)
+
+    def dims_text(self) -> str:
+        """E.g. ``batch=1 assumed, seq=128``; "" for a model without symbolic dimensions."""
+        parts = [f"{k}={v} assumed" for k, v in self.assumed.items()]
+        parts += [f"{k}={v}" for k, v in self.dims.items() if k not in self.assumed]
+        parts += [f"{k}=?" for k in self.unbound]
+        return ", ".join(parts)
 
 
 def load_model_job(
@@ -176,7 +261,9 @@ def load_model_job(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
 ) -> LoadedModel:
-    """Load ``path``, summarise it, cost every node (int8) and lay its graph out.
+    """Load ``path`` with ``dims`` bound, summarise it, cost every node (int8) and lay its
+    graph out. Unbound batch-like dimensions (:func:`batch_like_dims`) are bound to 1: the
+    file is loaded a second time with them, so shape inference resolves every shape.
 
     ``progress`` counts the layout's steps after two steps of loading and summarising.
     """
@@ -195,8 +282,16 @@ def load_model_job(
 
     if progress is not None:
         progress(0, head + 1)
-    model = load_model(path, dims=dims or {})
+    user = dict(dims or {})
+    model = load_model(path, dims=user)
     _check(cancel, "loading")
+    assumed = batch_like_dims(model)
+    analysis_model = None
+    if assumed:
+        free = model
+        model = load_model(path, dims={**user, **assumed})
+        analysis_model = with_free_dims(model, free)
+        _check(cancel, "loading")
     if progress is not None:
         progress(1, head + 1)
     info = model_info(model)
@@ -205,7 +300,7 @@ def load_model_job(
     if progress is not None:
         progress(2, head + 1)
     layout = layout_graph(model.graph, progress=layout_progress, cancelled=cancel)
-    return LoadedModel(model, info, costs, layout, sample)
+    return LoadedModel(model, info, costs, layout, sample, user, assumed, analysis_model)
 
 
 def npu_job(
@@ -309,14 +404,21 @@ def _finite_or_none(value: float | None) -> float | None:
     return float(value)
 
 
+NO_KERNEL = "no kernel"
+"""``LayerRow.path`` of a node whose op type the int8 executor cannot run."""
+
+
 def layer_rows(
     model: Model,
     costs: Iterable[Any] | None = None,
     npu: Any = None,
     analysis: Any = None,
+    unsupported: Iterable[str] = (),
 ) -> list[LayerRow]:
-    """One row per node of ``model`` (node order) with whatever has been computed."""
+    """One row per node of ``model`` (node order) with whatever has been computed;
+    nodes of the ``unsupported`` op types get the path :data:`NO_KERNEL`."""
     graph = model.graph
+    no_kernel = set(unsupported)
     by_cost = {c.name: c for c in costs or ()}
     by_est = {layer.name: layer for layer in npu.layers} if npu is not None else {}
     by_layer = {layer.name: layer for layer in analysis.layers} if analysis is not None else {}
@@ -325,6 +427,8 @@ def layer_rows(
         first = next((o for o in node.outputs if o), None)
         shape = graph.tensor(first).shape if first else None
         row = LayerRow(i, node.name, node.op_type, _shape_text(shape))
+        if node.op_type in no_kernel or node.qualified_op in no_kernel:
+            row.path = NO_KERNEL
         cost = by_cost.get(node.name)
         if cost is not None:
             row.macs = int(cost.macs)
@@ -399,7 +503,8 @@ class Session:
         if self.loaded is None:
             return []
         if self._rows is None:
-            self._rows = layer_rows(self.loaded.model, self.loaded.costs, self.npu, self.analysis)
+            self._rows = layer_rows(self.loaded.model, self.loaded.costs, self.npu, self.analysis,
+                                    self.loaded.info.unsupported_ops)
         return self._rows
 
     def row(self, name: str) -> LayerRow | None:

@@ -25,6 +25,7 @@ the plan's method.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from widgets import style
 GRID_MIN_PX = 6.0  # code levels closer than this (pixels) are drawn as every k-th tick instead
 TICK_HEIGHT = 0.06  # of the view height, tick marks of the coarse grid
 LOG_FLOOR = -0.3  # log10 count drawn for empty bins on the log axis (below 1)
+NO_TENSOR = "Select a node in the graph or the layer table to see its tensors' value distributions."
 
 
 @dataclass
@@ -254,29 +256,54 @@ class DistributionPanel(QWidget):
         self.float_plot.getViewBox().setMouseEnabled(x=True, y=False)
         self.error_legend = self.error_plot.addLegend(offset=(-8, 6), labelTextColor=style.FOREGROUND,
                                                       brush=style.qcolor(style.BACKGROUND, 0.85), pen=pg.mkPen("#c8ccd2"))
+        # plot titles stay on one line inside their plot (elided when the panel is narrow)
+        self.titles = {
+            "float": style.FittedTitle(self.float_widget),
+            "quantized": style.FittedTitle(self.quant_widget),
+            "error": style.FittedTitle(self.error_widget),
+            "channels": style.FittedTitle(self.channel_widget),
+        }
 
         grid = QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(4)
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
         grid.setRowStretch(0, 1)
+        plots = QWidget()
+        plots.setLayout(grid)
+        self.empty = style.EmptyState(plots)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addLayout(grid, 1)
+        layout.addWidget(self.empty, 1)
         self._grid = grid
         self.clear()
 
     # ------------------------------------------------------------------ data in
 
-    def clear(self) -> None:
+    def clear(self, message: str = NO_TENSOR) -> None:
+        """Show nothing, with ``message`` (rich text) saying why in place of the plots."""
         self.data = None
+        self.method = None
         for p in (self.float_plot, self.quant_plot, self.error_plot, self.channel_plot):
             p.clear()
         for w in (self.float_widget, self.quant_widget, self.error_widget, self.channel_widget):
             w.setVisible(False)
+        for t in self.titles.values():
+            t.set_text("")
+        self.method_box.blockSignals(True)
         self.method_box.clear()
-        self.title.setText("No tensor selected")
+        self.method_box.blockSignals(False)
+        for w in (self.method_label, self.method_box, self.log_box):
+            w.setVisible(False)
+        self.title.setText("")
+        self.empty.show_message(message)
+
+    @property
+    def message(self) -> str:
+        """The explanation shown instead of the plots ("" when a tensor is shown)."""
+        return self.empty.message
 
     def set_data(self, data: DistributionData) -> None:
         """Show one tensor; ``data.method`` (or the first of ``data.ranges``) is drawn first."""
@@ -305,6 +332,8 @@ class DistributionPanel(QWidget):
             w.setVisible(on)
         self.method_label.setVisible(bool(names))
         self.method_box.setVisible(bool(names))
+        self.log_box.setVisible(has_hist or has_error)
+        self.empty.show_content()
         self._redraw()
 
     def _relayout(self, widgets: list[QWidget]) -> None:
@@ -483,8 +512,7 @@ class DistributionPanel(QWidget):
         top = float(np.max(y)) if y.size else 1.0
         p.setYRange(self._base(), top + (0.35 if self.log_scale else 0.12 * top), padding=0.0)
         clipped = float(self.quantized[0] + self.quantized[-1]) / max(float(self.quantized.sum()), 1e-300)
-        p.setTitle(f"{d.dtype} codes: {int(used.sum())} of {levels} used, {clipped:.2%} at the ends",
-                   color=style.FOREGROUND, size=f"{style.TICK_SIZE + 1}pt")
+        self.titles["quantized"].set_text(f"{int(used.sum())}/{levels} codes used, {clipped:.2%} at the ends")
         p.setLabel("bottom", f"{d.dtype} code")
 
     def _draw_error(self) -> None:
@@ -519,9 +547,8 @@ class DistributionPanel(QWidget):
         p.setXRange(x_lo, x_hi, padding=0.0)
         top = max(tops)
         p.setYRange(self._base(), top + (0.35 if self.log_scale else 0.15 * top), padding=0.0)
-        extra = f" ({'; '.join(parts)})" if parts else ""
-        p.setTitle(f"quantization error of the output, dotted: ±½ step{extra}", color=style.FOREGROUND,
-                   size=f"{style.TICK_SIZE + 1}pt")
+        extra = f"; {'; '.join(parts)}" if parts else ""
+        self.titles["error"].set_text(f"output error in steps (dotted: ±½ step, rounding only){extra}")
 
     def _draw_channels(self) -> None:
         d = self.data
@@ -543,21 +570,20 @@ class DistributionPanel(QWidget):
         p.addItem(pg.InfiniteLine(0.0, angle=0, pen=pg.mkPen(style.FOREGROUND, width=1)))
         if d.channel_range is not None:
             for v in d.channel_range:
-                p.addItem(pg.InfiniteLine(v, angle=0, pen=pg.mkPen(style.SERIES["clip"], width=1.5,
+                p.addItem(pg.InfiniteLine(v, angle=0, pen=pg.mkPen(style.FOREGROUND, width=1.5,
                                                                    style=Qt.PenStyle.DashLine)))
         if d.channel_grid is not None:  # each channel's own int8 range (per-channel scales)
             g_lo, g_hi = d.channel_grid
             xs = np.concatenate((np.arange(n), np.arange(n))).astype(np.float64)
             marks = pg.ScatterPlotItem(x=xs, y=np.concatenate((g_lo, g_hi)), symbol="_", size=10 if n < 100 else 5,
-                                       pen=pg.mkPen(style.SERIES["clip"], width=1.5), brush=None)
+                                       pen=pg.mkPen(style.FOREGROUND, width=1.5), brush=None)
             p.addItem(marks)
         p.setXRange(-1, n, padding=0.02)
         axis = "" if d.channel_axis is None else f" (axis {d.channel_axis})"
         k = int(self.outliers.sum())
-        outl = f", <span style='color:{style.SERIES['outlier']}'>{k} outlier{'s' if k != 1 else ''}</span>" if k else ""
-        marks = "; red: int8 range" if d.channel_grid is not None or d.channel_range is not None else ""
-        p.setTitle(f"{n} channels{axis}: min/max{outl}{marks}", color=style.FOREGROUND,
-                   size=f"{style.TICK_SIZE + 1}pt")
+        outl = f", {k} outlier{'s' if k != 1 else ''} (red)" if k else ""
+        marks = f"; black: {d.dtype} range" if d.channel_grid is not None or d.channel_range is not None else ""
+        self.titles["channels"].set_text(f"{n} channels{axis}: min/max{outl}{marks}")
         p.setLabel("bottom", "channel")
 
     def _update_title(self) -> None:
@@ -565,8 +591,9 @@ class DistributionPanel(QWidget):
         if d is None:
             return
         what = "weight" if d.kind == "weight" else "activation"
-        parts = [f"<b>{d.name}</b> ({what}"]
-        parts[0] += f", {d.node})" if d.node else ")"
+        # the node is named only when the tensor's name does not already say it
+        of = f", {'of' if d.kind == 'weight' else 'from'} {d.node}" if d.node and not d.name.startswith(d.node) else ""
+        parts = [f"<b>{html.escape(d.name)}</b> ({what}{html.escape(of)})"]
         rng = self.current_range()
         if d.counts is not None and d.counts.size:
             parts.append(f"{round(float(d.counts.sum())):,} values")
@@ -579,13 +606,13 @@ class DistributionPanel(QWidget):
                 parts.append(f"{self.clipped_fraction():.3%} clipped")
             g = self._grid_state
             if g.get("mode") == "ticks":
-                parts.append(f"grid: a tick every {g['stride']} codes (zoom in for every level)")
+                parts.append(f"grid: 1 tick per {g['stride']} codes (zoom in for all)")
             elif g.get("mode") == "lines":
-                parts.append("grid: every code level")
+                parts.append("grid: every code")
         self.title.setText(" · ".join(parts))
         if d.counts is not None and d.counts.size:
-            title = "float values, clipping range (red) and int8 grid (green)" if rng is not None else "float values"
-            self.float_plot.setTitle(title, color=style.FOREGROUND, size=f"{style.TICK_SIZE + 1}pt")
+            title = f"float values, clip range (red), {d.dtype} grid (green)" if rng is not None else "float values"
+            self.titles["float"].set_text(title)
 
     # ------------------------------------------------------------------ data out
 

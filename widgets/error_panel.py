@@ -48,6 +48,18 @@ OP_ABBREVIATIONS = {
     "ConvTranspose": "ConvT",
 }
 OUTPUT_COLUMNS = ("Output", "Cosine", "SQNR (dB)", "Top-1 agreement", "Accuracy float", "Accuracy int8")
+# header text: two short lines, so that no header is clipped in a narrow panel
+OUTPUT_HEADERS = ("Output", "Cosine\nsimilarity", "SQNR\n(dB)", "Top-1\nagreement", "Accuracy\nfloat", "Accuracy\nint8")
+OUTPUT_TIPS = (
+    "Model output",
+    "Cosine similarity of the int8 and float outputs (1 is best)",
+    "Signal-to-quantization-noise ratio of the output, dB (higher is better)",
+    "Share of samples whose top-1 class is the same in int8 and float",
+    "Top-1 accuracy of the float model on the labelled samples",
+    "Top-1 accuracy of the int8 model on the labelled samples",
+)
+NO_ANALYSIS = ("No analysis yet. <b>Run analysis</b> (F5) calibrates the model and measures the int8 error "
+               "of every layer.")
 
 
 def _sqnr(summary: ErrorSummary | None) -> float:
@@ -95,26 +107,47 @@ class ErrorPanel(QWidget):
                                           brush=style.qcolor(style.BACKGROUND, 0.85), pen=pg.mkPen("#c8ccd2"))
 
         self.table = QTableWidget(0, len(OUTPUT_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(OUTPUT_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(OUTPUT_HEADERS))
+        for col, tip in enumerate(OUTPUT_TIPS):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setFont(style.font())
         self.table.horizontalHeader().setFont(style.font(bold=True))
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        # figures hug their (two-line) headers; the output name takes the rest of the width
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self._row_h = QFontMetrics(style.font()).height() + 8
         self.table.verticalHeader().setDefaultSectionSize(self._row_h)
         self.table_title = QLabel("<b>Model outputs</b>: int8 vs float")
         self.table_title.setFont(style.font())
 
+        body = QWidget()
+        bl = QVBoxLayout(body)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addWidget(self.plot_widget, 1)
+        bl.addWidget(self.table_title)
+        bl.addWidget(self.table)
+        self.empty = style.EmptyState(body)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.summary)
-        layout.addWidget(self.plot_widget, 1)
-        layout.addWidget(self.table_title)
-        layout.addWidget(self.table)
+        layout.addWidget(self.empty, 1)
         self._fit_table()
+        self.clear()
+
+    def clear(self, message: str = NO_ANALYSIS) -> None:
+        """No layers and no outputs; ``message`` (rich text) says why in place of the plot."""
+        self.set_layers([], [])
+        self.summary.setText("")
+        self.summary.setVisible(False)
+        self.empty.show_message(message)
+
+    @property
+    def message(self) -> str:
+        """The explanation shown instead of the plot ("" when results are shown)."""
+        return self.empty.message
 
     # ------------------------------------------------------------------ data in
 
@@ -138,6 +171,12 @@ class ErrorPanel(QWidget):
         self._draw()
         self._fill_table()
         self._update_summary()
+        self.summary.setVisible(True)
+        if self.names or self.outputs:
+            self.empty.show_content()
+        else:
+            self.empty.show_message("The analysis measured no layer: no node has a float output to compare "
+                                    "(the model may be kept in float, or have no quantizable op).")
         if self._selected is not None:
             self.select_node(self._selected)
 
@@ -148,6 +187,7 @@ class ErrorPanel(QWidget):
         self._marker = []
         self.axis.set_labels([OP_ABBREVIATIONS.get(t, t) for t in self.op_types])
         n = len(self.names)
+        self.legend.setVisible(n > 0)
         if n == 0:
             return
         both = np.concatenate([self.sqnr[v] for v in VIEWS])
@@ -216,6 +256,16 @@ class ErrorPanel(QWidget):
         rows = max(1, self.table.rowCount())
         header = self.table.horizontalHeader().sizeHint().height()
         self.table.setFixedHeight(header + rows * self._row_h + 4)
+        # every column at least as wide as its header's longest line: nothing is clipped
+        fm = QFontMetrics(style.font(bold=True))
+        widths = [max(fm.horizontalAdvance(line) for line in text.split("\n")) + 18 for text in OUTPUT_HEADERS]
+        self._header_widths = widths
+        self.table.setMinimumWidth(sum(widths) + 4)
+
+    def header_clipped(self) -> list[str]:
+        """Headers narrower than their longest line (should be none)."""
+        h = self.table.horizontalHeader()
+        return [OUTPUT_COLUMNS[c] for c, w in enumerate(self._header_widths) if h.sectionSize(c) < w - 12]
 
     def _update_summary(self) -> None:
         if not self.names:

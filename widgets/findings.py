@@ -38,6 +38,9 @@ KIND_LABELS = {
     "float_fallback": "float fallback",
 }
 FILTERS = (("All severities", 3), ("Medium and high", 1), ("High only", 0))
+NO_ANALYSIS = ("No analysis yet. <b>Run analysis</b> (F5): the findings name the layers whose int8 error "
+               "stands out (clipping, outlier channels, biased error) and say why.")
+NO_FINDINGS = "Nothing stood out: no layer clips, has outlier channels or a biased error."
 
 
 class FindingsPanel(QWidget):
@@ -80,10 +83,23 @@ class FindingsPanel(QWidget):
         t.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         t.itemSelectionChanged.connect(self._on_selection)
 
+        self.empty = style.EmptyState(t)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addWidget(t, 1)
+        layout.addWidget(self.empty, 1)
+        self.clear()
+
+    def clear(self, message: str = NO_ANALYSIS) -> None:
+        """No findings; ``message`` (rich text) says why in place of the table."""
+        self.set_findings([])
+        self.summary.setText("")
+        self.empty.show_message(message)
+
+    @property
+    def message(self) -> str:
+        """The explanation shown instead of the table ("" when findings are shown)."""
+        return self.empty.message
 
     # ------------------------------------------------------------------ data in
 
@@ -115,10 +131,21 @@ class FindingsPanel(QWidget):
         counts = Counter(f.severity for f in self.findings)
         if self.findings:
             parts = [f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: SEVERITY_ORDER.get(s, 3))]
-            self.summary.setText(f"<b>{len(self.findings)} findings</b>: " + ", ".join(parts))
+            n = len(self.findings)
+            self.summary.setText(f"<b>{n} finding{'s' if n != 1 else ''}</b>: " + ", ".join(parts))
+            self.empty.show_content()
         else:
-            self.summary.setText("No findings: nothing stood out in the analysis")
+            self.summary.setText("No findings")
+            self.empty.show_message(NO_FINDINGS)
         self._apply_filter()
+
+    def resizeEvent(self, event: object) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(event)  # type: ignore[arg-type]
+        self.table.resizeRowsToContents()  # wrapped sentences: row heights follow the width
+
+    def showEvent(self, event: object) -> None:  # noqa: N802
+        super().showEvent(event)  # type: ignore[arg-type]
+        self.table.resizeRowsToContents()  # laid out while hidden: measure again at the real width
 
     def _apply_filter(self) -> None:
         limit = FILTERS[self.filter_box.currentIndex()][1]

@@ -10,7 +10,8 @@ Bytes are DRAM bytes at the deployed element size; times are ns of the summed ro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from PySide6.QtCore import QModelIndex, QRect, Qt, Signal
 from PySide6.QtGui import QFontMetrics, QPainter
@@ -37,6 +38,9 @@ SHARE_ROLE = Qt.ItemDataRole.UserRole + 2  # 0..1: length of the bar drawn behin
 DESCRIPTIONS = {p.name: p.description for p in PATTERNS}
 FUSION_COLUMNS = ("#", "Pattern", "Nodes", "DRAM saved", "Time saved")
 REJECTED_COLUMNS = ("#", "Pattern", "Nodes", "Why it does not apply")
+NODES_SHARE = 0.34  # of the rejected table's width for its Nodes column (the reason gets the rest)
+NO_REPORT = ("No fusion report yet: fusions are looked for when a model is open (and again when the NPU "
+             "profile changes).")
 
 
 class _SortItem(QTableWidgetItem):
@@ -90,6 +94,28 @@ def _order_item(row: int, nodes: Sequence[str]) -> _SortItem:
     return item
 
 
+@contextmanager
+def bulk_fill(t: QTableWidget) -> Iterator[None]:
+    """Fill ``t`` without per-cell work: no sorting, no repaints, and no ResizeToContents
+    columns while the cells change (each ``setItem`` would measure the whole column again,
+    quadratic in the rows: 7 s for 300 rows). Sizes are measured once at the end."""
+    h = t.horizontalHeader()
+    modes = [h.sectionResizeMode(c) for c in range(t.columnCount())]
+    t.setUpdatesEnabled(False)
+    h.blockSignals(True)  # no sectionResized -> resizeRowsToContents per column
+    for c in range(t.columnCount()):
+        if modes[c] == QHeaderView.ResizeMode.ResizeToContents:
+            h.setSectionResizeMode(c, QHeaderView.ResizeMode.Interactive)
+    try:
+        yield
+    finally:
+        for c, mode in enumerate(modes):
+            if mode == QHeaderView.ResizeMode.ResizeToContents:
+                h.setSectionResizeMode(c, mode)
+        h.blockSignals(False)
+        t.setUpdatesEnabled(True)
+
+
 def _table(columns: Sequence[str]) -> QTableWidget:
     t = QTableWidget(0, len(columns))
     t.setHorizontalHeaderLabels(list(columns))
@@ -103,6 +129,20 @@ def _table(columns: Sequence[str]) -> QTableWidget:
     t.setFont(style.font())
     t.horizontalHeader().setFont(style.font(bold=True))
     t.horizontalHeader().setHighlightSections(False)
+    # sorted on a header click only: Qt's own sorting (setSortingEnabled) sorts again on
+    # every refill, one Python comparison per pair of rows; refills come in sorted order
+    h = t.horizontalHeader()
+    h.setSectionsClickable(True)
+    h.setSortIndicatorShown(True)
+
+    def on_click(column: int) -> None:
+        same = h.sortIndicatorSection() == column
+        order = (Qt.SortOrder.AscendingOrder if h.sortIndicatorOrder() == Qt.SortOrder.DescendingOrder
+                 else Qt.SortOrder.DescendingOrder) if same else Qt.SortOrder.AscendingOrder
+        t.sortItems(column, order)
+        h.setSortIndicator(column, order)
+
+    h.sectionClicked.connect(on_click)
     return t
 
 
@@ -157,11 +197,43 @@ class FusionPanel(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
 
+        self.empty = style.EmptyState(split)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.summary)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.empty, 1)
         self._emitting = True
+        self.clear()
+
+    def clear(self, message: str = NO_REPORT) -> None:
+        """Empty tables; ``message`` (rich text) says why in place of them."""
+        self.report = None
+        self._emitting = False
+        try:
+            for t in (self.fusions, self.rejected):
+                t.clearContents()
+                t.setRowCount(0)
+        finally:
+            self._emitting = True
+        self.summary.setText("")
+        self.fusions_title.setText("<b>Fusion opportunities</b>")
+        self.rejected_title.setText("<b>Rejected</b>: matched the structure, but do not apply")
+        self.empty.show_message(message)
+
+    @property
+    def message(self) -> str:
+        """The explanation shown instead of the tables ("" when a report is shown)."""
+        return self.empty.message
+
+    def resizeEvent(self, event: object) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(event)  # type: ignore[arg-type]
+        self._fit_rejected_columns()
+
+    def _fit_rejected_columns(self) -> None:
+        """Nodes column a share of the width, so the reason (and its header) keeps room."""
+        width = self.rejected.viewport().width()
+        if width > 0:
+            self.rejected.setColumnWidth(2, max(120, int(NODES_SHARE * width)))
 
     # ------------------------------------------------------------------ data in
 
@@ -174,8 +246,12 @@ class FusionPanel(QWidget):
         self.report = report
         self._emitting = False
         try:
-            self._fill_fusions(report)
-            self._fill_rejected(report)
+            with bulk_fill(self.fusions):
+                self._fill_fusions(report)
+            with bulk_fill(self.rejected):
+                self._fill_rejected(report)
+            self._fit_rejected_columns()
+            self.rejected.resizeRowsToContents()
         finally:
             self._emitting = True
         saved_b = sum(f.dram_bytes_saved for f in report.fusions)
@@ -190,18 +266,25 @@ class FusionPanel(QWidget):
             text += f"; scheduled timeline {style.format_ns(unfused_ns)} → {style.format_ns(fused_ns)}"
         text += f". {len(report.rejected)} rejected."
         self.summary.setText(text)
+        if report.fusions or report.rejected:
+            self.empty.show_content()
+        else:
+            self.empty.show_message(f"No fusion pattern matched this model on {report.profile}: every op "
+                                    "runs as its own kernel.")
         self.fusions_title.setText(f"<b>Fusion opportunities</b> ({n})")
         self.rejected_title.setText(f"<b>Rejected</b> ({len(report.rejected)}): matched the structure, but do not apply")
 
     def _fill_fusions(self, report: FusionReport) -> None:
         t = self.fusions
-        t.setSortingEnabled(False)
         t.clearContents()
         t.setRowCount(len(report.fusions))
         max_b = max([f.dram_bytes_saved for f in report.fusions] + [1])
         max_ns = max([f.est_ns_saved for f in report.fusions] + [1e-9])
-        for row, f in enumerate(report.fusions):
-            order = _order_item(row, f.nodes)
+        # largest time saving first (ties in report order), as a descending sort would give
+        ranked = sorted(range(len(report.fusions)), key=lambda i: -report.fusions[i].est_ns_saved)
+        for row, index in enumerate(ranked):
+            f = report.fusions[index]
+            order = _order_item(index, f.nodes)
             pattern = _SortItem(f.pattern)
             pattern.setToolTip(DESCRIPTIONS.get(f.pattern, f.pattern))
             nodes = _SortItem(nodes_text(f.nodes))
@@ -218,12 +301,10 @@ class FusionPanel(QWidget):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             for col, item in enumerate((order, pattern, nodes, dram, ns)):
                 t.setItem(row, col, item)
-        t.setSortingEnabled(True)
-        t.sortByColumn(4, Qt.SortOrder.DescendingOrder)  # largest time saving first
+        t.horizontalHeader().setSortIndicator(4, Qt.SortOrder.DescendingOrder)
 
     def _fill_rejected(self, report: FusionReport) -> None:
         t = self.rejected
-        t.setSortingEnabled(False)
         t.clearContents()
         t.setRowCount(len(report.rejected))
         for row, r in enumerate(report.rejected):
@@ -236,10 +317,7 @@ class FusionPanel(QWidget):
             reason.setToolTip(r.reason)
             for col, item in enumerate((order, pattern, nodes, reason)):
                 t.setItem(row, col, item)
-        t.setColumnWidth(2, 260)
-        t.setSortingEnabled(True)
-        t.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # graph order
-        t.resizeRowsToContents()
+        t.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)  # graph order
 
     # ------------------------------------------------------------------ data out
 

@@ -8,7 +8,11 @@ wheel or ``+``/``-`` (``0`` fits), pan by dragging, click a node to select it.
 Speed: every shape is a plain Qt item painted in C++ (no Python ``paint``), the edges of one
 tensor are one path item, arrow heads are batched per band of layers, and labels live in two
 container items that are hidden as a whole when zoomed out (level of detail), so a
-5,000-node scene pans without painting 10,000 unreadable labels.
+5,000-node scene pans without painting 10,000 unreadable labels. :meth:`GraphView.set_layout`
+adds the items in slices of at most :data:`BUILD_CHUNK` (and :data:`BUILD_BUDGET_S`) per
+event-loop turn, driven by a zero-interval timer, so building a big scene never blocks the UI
+thread for long; the view pans, zooms, selects and searches meanwhile (``build_finished``
+is emitted at the end; :meth:`GraphView.finish_build` completes it at once).
 
 Scene units are the layout's (1 unit = 1 px at zoom 1).
 """
@@ -16,11 +20,12 @@ Scene units are the layout's (1 unit = 1 px at zoom 1).
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -45,7 +50,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.layout import GraphLayout
+from engine.layout import GraphLayout, NodeBox
 
 ROLE_NAME = 0  # item data: node name (node boxes only)
 ROLE_KIND = 1  # item data: "node", "edge", "arrows", "fusion", "highlight"
@@ -56,6 +61,10 @@ DETAIL_MIN_SCALE = 0.62  # name lines shown from this zoom up (10 px -> 6 px)
 MIN_SCALE = 0.002
 MAX_SCALE = 4.0
 ARROW_BAND = 24  # layers per batched arrow-head item
+BUILD_CHUNK = 200  # scene elements (a node with its labels, a tensor's edges, a band of arrows) per turn
+BUILD_BUDGET_S = 0.012  # a build turn also ends after this long (s), whatever it has done
+SYNC_BUILD_NODES = 150  # layouts with at most this many nodes are built at once (a few ms)
+LEGEND_GAP = 12.0  # px between the legend's bottom and the graph's top when the view is framed
 
 FONT_FAMILY = "DejaVu Sans"
 BACKGROUND = QColor("#fbfbfc")
@@ -63,6 +72,7 @@ EDGE_COLOR = QColor("#8f959e")
 NO_VALUE_COLOR = QColor("#d5d8dd")
 HIGHLIGHT_COLOR = QColor("#1c1f24")  # selection ring: neutral, never a metric colour
 FUSION_COLOR = QColor("#7048e8")
+FLAG_COLOR = QColor("#c92a2a")  # nodes the app cannot run (e.g. no int8 kernel)
 TERMINAL_FILL = QColor("#eef1f5")
 TERMINAL_BORDER = QColor("#98a2b0")
 
@@ -220,10 +230,12 @@ class GraphView(QGraphicsView):
 
     ``node_selected(name)`` is emitted when the user clicks a node and when :meth:`find` /
     :meth:`find_next` select one; :meth:`select_node` (the slot for the rest of the app)
-    selects and centres without emitting.
+    selects and centres without emitting. ``build_finished`` is emitted once every item of
+    the layout given to :meth:`set_layout` is in the scene.
     """
 
     node_selected = Signal(str)
+    build_finished = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -256,6 +268,8 @@ class GraphView(QGraphicsView):
         self._texts: dict[str, list[QGraphicsSimpleTextItem]] = {}
         self._edges: list[QGraphicsPathItem] = []
         self._fusions: list[QGraphicsPathItem] = []
+        self._flags: list[QGraphicsItem] = []  # outlines and labels of flagged nodes
+        self._flag_names: list[str] = []
         self._fusion_labels: list[QGraphicsSimpleTextItem] = []
         self._labels: QGraphicsPathItem | None = None  # container of op-type and terminal labels
         self._details: QGraphicsPathItem | None = None  # container of name lines and group labels
@@ -266,23 +280,39 @@ class GraphView(QGraphicsView):
         self._metric: str = ""
         self._auto_view = False  # re-run reset_view on resize until the user zooms
         self._node_press = False  # the left button went down on a node
+        self._base_rect = QRectF()  # the layout's extent plus padding (scene units)
+        # current colouring (see set_color_metric): fill and value per op node
+        self._fills: dict[str, QColor] = {}
+        self._values: dict[str, object] = {}
+        self._numeric = False
+        # incremental build: a generator adding one element per step, run by a 0 ms timer
+        self._build: Iterator[bool] | None = None
+        self._build_timer = QTimer(self)
+        self._build_timer.setInterval(0)
+        self._build_timer.timeout.connect(self._build_tick)
 
     # ------------------------------------------------------------------ building
-    def set_layout(self, layout: GraphLayout) -> None:
-        """Draw ``layout`` (replacing what was shown), coloured by op type, view reset."""
+    def set_layout(self, layout: GraphLayout, incremental: bool = True) -> None:
+        """Draw ``layout`` (replacing what was shown), coloured by op type, view reset.
+
+        With ``incremental`` a layout of more than SYNC_BUILD_NODES nodes is added over the
+        next event-loop turns (a smaller one is complete on return); ``build_finished``
+        follows in either case.
+        """
+        self._stop_build()
         scene = self.scene()
         scene.clear()
         self._layout = layout
         self._nodes, self._texts, self._edges = {}, {}, []
         self._fusions, self._fusion_labels = [], []
+        self._flags, self._flag_names = [], []
         self._selected, self._matches, self._match_index = None, [], -1
         pad = 40.0
-        scene.setSceneRect(QRectF(-pad, -pad, layout.width + 2 * pad, layout.height + 2 * pad))
+        self._base_rect = QRectF(-pad, -pad, layout.width + 2 * pad, layout.height + 2 * pad)
+        scene.setSceneRect(self._base_rect)
 
         self._labels = self._container(5.0)
         self._details = self._container(5.0)
-        self._build_edges(layout)
-        self._build_nodes(layout)
         self._highlight = QGraphicsPathItem()
         self._highlight.setPen(QPen(HIGHLIGHT_COLOR, 2.5))
         self._highlight.setBrush(Qt.BrushStyle.NoBrush)
@@ -290,9 +320,51 @@ class GraphView(QGraphicsView):
         self._highlight.setData(ROLE_KIND, "highlight")
         self._highlight.hide()
         scene.addItem(self._highlight)
-        self.color_by_op_type()
+        self.color_by_op_type()  # the fills and the legend; nodes take their fill as they are added
         self.reset_view()
         self._auto_view = True
+        self._build = self._build_steps(layout)
+        if incremental and len(layout.nodes) > SYNC_BUILD_NODES:
+            self._build_timer.start()
+        else:
+            self.finish_build()
+
+    @property
+    def is_building(self) -> bool:
+        """True while items of the current layout are still being added."""
+        return self._build is not None
+
+    def finish_build(self) -> None:
+        """Add every item not added yet, now (e.g. before grabbing an image)."""
+        if self._build is None:
+            return
+        for _ in self._build:
+            pass
+        self._end_build()
+
+    def _stop_build(self) -> None:
+        self._build_timer.stop()
+        if self._build is not None:
+            self._build.close()
+            self._build = None
+
+    def _build_tick(self) -> None:
+        """One slice of the build: up to BUILD_CHUNK elements or BUILD_BUDGET_S seconds."""
+        if self._build is None:
+            self._build_timer.stop()
+            return
+        deadline = time.perf_counter() + BUILD_BUDGET_S
+        for _ in range(BUILD_CHUNK):
+            if next(self._build, None) is None:
+                self._end_build()
+                return
+            if time.perf_counter() > deadline:
+                return
+
+    def _end_build(self) -> None:
+        self._build_timer.stop()
+        self._build = None
+        self.build_finished.emit()
 
     def _container(self, z: float) -> QGraphicsPathItem:
         item = QGraphicsPathItem()
@@ -301,59 +373,85 @@ class GraphView(QGraphicsView):
         self.scene().addItem(item)
         return item
 
-    def _build_edges(self, layout: GraphLayout) -> None:
+    def _build_steps(self, layout: GraphLayout) -> Iterator[bool]:
+        """Add the scene's items top to bottom, yielding after each element: every node in
+        reading order followed by the edges leaving it, and a band's arrow heads once its
+        nodes are in. The area in view is complete after the first slices; later slices add
+        items out of view, which cost no repaint."""
         pen = QPen(EDGE_COLOR, 1.3)
         pen.setCosmetic(True)  # 1.3 px at any zoom: edges stay visible in the overview
         pen.setCapStyle(Qt.PenCapStyle.RoundCap)
-        groups: dict[tuple[str, str], list[list[tuple[float, float]]]] = {}
+        groups: dict[str, dict[str, list[list[tuple[float, float]]]]] = {}
+        heads: dict[int, list[tuple[float, float]]] = {}
         for e in layout.edges:
-            groups.setdefault((e.src, e.tensor), []).append(e.points)
-        scene = self.scene()
-        for (src, tensor), routes in groups.items():
-            routes.sort(key=len, reverse=True)
-            trunk = routes[0]
-            path = QPainterPath()
-            _add_curve(path, trunk, 0)
-            for pts in routes[1:]:
-                shared = 0
-                limit = min(len(pts), len(trunk)) - 1
-                while shared < limit and pts[shared] == trunk[shared]:
-                    shared += 1
-                _add_curve(path, pts, max(0, shared - 1))
-            item = QGraphicsPathItem(path)
-            item.setPen(pen)
-            item.setZValue(-0.5)  # under the nodes (z 0) and over fusion outlines (z -1)
-            item.setData(ROLE_KIND, "edge")
-            item.setToolTip(f"{tensor}\n{src} \u2192 {len(routes)} reader{'s' if len(routes) > 1 else ''}")
-            scene.addItem(item)
-            self._edges.append(item)
-        # arrow heads into every reader, one filled path per band of layers
-        bands: dict[int, QPainterPath] = {}
-        for e in layout.edges:
-            x, y = e.points[-1]
-            band = layout.nodes[e.dst].layer // ARROW_BAND
-            path = bands.get(band)
-            if path is None:
-                path = bands[band] = QPainterPath()
+            groups.setdefault(e.src, {}).setdefault(e.tensor, []).append(e.points)
+            heads.setdefault(layout.nodes[e.dst].layer // ARROW_BAND, []).append(e.points[-1])
+        bands = sorted(heads)
+        for name, box in zip(self._node_names(layout), self._build_nodes(layout)):
+            yield True
+            while bands and bands[0] < box.layer // ARROW_BAND:
+                self._add_arrows(heads.pop(bands.pop(0)))
+                yield True
+            for tensor, routes in groups.pop(name, {}).items():
+                self._add_edges(name, tensor, routes, pen)
+                yield True
+        for src, by_tensor in groups.items():  # sources that are not boxes (none in a valid layout)
+            for tensor, routes in by_tensor.items():
+                self._add_edges(src, tensor, routes, pen)
+                yield True
+        for band in bands:
+            self._add_arrows(heads[band])
+            yield True
+
+    @staticmethod
+    def _node_names(layout: GraphLayout) -> list[str]:
+        """Every node name in reading order (boxes missing from ``node_order`` last)."""
+        ordered = set(layout.node_order)
+        return list(layout.node_order) + [n for n in layout.nodes if n not in ordered]
+
+    def _add_edges(self, src: str, tensor: str, routes: list[list[tuple[float, float]]], pen: QPen) -> None:
+        """One path item for every route of one tensor (shared trunk drawn once)."""
+        routes.sort(key=len, reverse=True)
+        trunk = routes[0]
+        path = QPainterPath()
+        _add_curve(path, trunk, 0)
+        for pts in routes[1:]:
+            shared = 0
+            limit = min(len(pts), len(trunk)) - 1
+            while shared < limit and pts[shared] == trunk[shared]:
+                shared += 1
+            _add_curve(path, pts, max(0, shared - 1))
+        item = QGraphicsPathItem(path)
+        item.setPen(pen)
+        item.setZValue(-0.5)  # under the nodes (z 0) and over fusion outlines (z -1)
+        item.setData(ROLE_KIND, "edge")
+        item.setToolTip(f"{tensor}\n{src} \u2192 {len(routes)} reader{'s' if len(routes) > 1 else ''}")
+        self.scene().addItem(item)
+        self._edges.append(item)
+
+    def _add_arrows(self, tips: list[tuple[float, float]]) -> None:
+        """Arrow heads at ``tips`` (edge ends), one filled path item."""
+        path = QPainterPath()
+        for x, y in tips:
             path.moveTo(x, y)
             path.lineTo(x - 4.5, y - 8.0)
             path.lineTo(x + 4.5, y - 8.0)
             path.closeSubpath()
-        for path in bands.values():
-            item = QGraphicsPathItem(path)
-            item.setPen(Qt.PenStyle.NoPen)
-            item.setBrush(EDGE_COLOR)
-            item.setZValue(-0.4)
-            item.setData(ROLE_KIND, "arrows")
-            scene.addItem(item)
+        item = QGraphicsPathItem(path)
+        item.setPen(Qt.PenStyle.NoPen)
+        item.setBrush(EDGE_COLOR)
+        item.setZValue(-0.4)
+        item.setData(ROLE_KIND, "arrows")
+        self.scene().addItem(item)
 
-    def _build_nodes(self, layout: GraphLayout) -> None:
+    def _build_nodes(self, layout: GraphLayout) -> Iterator[NodeBox]:
         scene = self.scene()
         op_fm = QFontMetricsF(self._op_font)
         detail_fm = QFontMetricsF(self._detail_font)
         term_fm = QFontMetricsF(self._terminal_font)
         shapes: dict[tuple[float, float, bool], QPainterPath] = {}
-        for name, box in layout.nodes.items():
+        for name in self._node_names(layout):
+            box = layout.nodes[name]
             terminal = box.kind != "op"
             key = (box.w, box.h, terminal)
             shape = shapes.get(key)
@@ -388,6 +486,7 @@ class GraphView(QGraphicsView):
                 if len(texts) > 1:
                     texts[1].setBrush(QColor("#6a737d"))
                 item.setToolTip(f"graph {box.kind}: {box.label}\nshape {box.detail}")
+                self._texts[name] = texts
             else:
                 label = op_fm.elidedText(box.label, Qt.TextElideMode.ElideRight, box.w - 10)
                 width = op_fm.horizontalAdvance(label)
@@ -397,7 +496,9 @@ class GraphView(QGraphicsView):
                 width = detail_fm.horizontalAdvance(detail)
                 texts.append(self._text(detail, self._detail_font, box.x + (box.w - width) / 2,
                                         box.y + box.h - 6 - detail_fm.height(), self._details))
-            self._texts[name] = texts
+                self._texts[name] = texts
+                self._apply_fill(name)
+            yield box
 
     def _text(self, text: str, font: QFont, x: float, y: float, parent: QGraphicsItem) -> QGraphicsSimpleTextItem:
         item = QGraphicsSimpleTextItem(text, parent)
@@ -482,26 +583,33 @@ class GraphView(QGraphicsView):
             if len(present) < len(ops):
                 entries.append((NO_VALUE_COLOR, "no value"))
             self._legend.show_categories(name, entries)
+        self._fills, self._values, self._numeric = fills, present, numeric
         for n in ops:
-            fill = fills.get(n, NO_VALUE_COLOR)
-            item = self._nodes[n]
-            item.setBrush(fill)
-            item.setPen(QPen(fill.darker(135), 1.0))
-            item.setData(ROLE_VALUE, present.get(n))
-            text = _text_color(fill)
-            texts = self._texts[n]
-            texts[0].setBrush(text)
-            if len(texts) > 1:
-                faded = QColor(text)
-                faded.setAlphaF(0.78)
-                texts[1].setBrush(faded)
-            box = self._layout.nodes[n]
-            value = present.get(n)
-            shown = "no value" if value is None else (
-                _format_value(float(value)) if numeric else str(value))
-            weights = f"\n{box.weights} weight tensor{'s' if box.weights > 1 else ''}, {box.params:,} elements" \
-                if box.weights else ""
-            item.setToolTip(f"{n}\n{box.op_type}{weights}\n{name}: {shown}")
+            if n in self._nodes:  # nodes not added yet take their fill when they are
+                self._apply_fill(n)
+
+    def _apply_fill(self, n: str) -> None:
+        """Paint op node ``n`` with the current metric's fill, text colour and tooltip."""
+        assert self._layout is not None
+        fill = self._fills.get(n, NO_VALUE_COLOR)
+        item = self._nodes[n]
+        item.setBrush(fill)
+        item.setPen(QPen(fill.darker(135), 1.0))
+        value = self._values.get(n)
+        item.setData(ROLE_VALUE, value)
+        text = _text_color(fill)
+        texts = self._texts[n]
+        texts[0].setBrush(text)
+        if len(texts) > 1:
+            faded = QColor(text)
+            faded.setAlphaF(0.78)
+            texts[1].setBrush(faded)
+        box = self._layout.nodes[n]
+        shown = "no value" if value is None else (
+            _format_value(float(value)) if self._numeric else str(value))  # type: ignore[arg-type]
+        weights = f"\n{box.weights} weight tensor{'s' if box.weights > 1 else ''}, {box.params:,} elements" \
+            if box.weights else ""
+        item.setToolTip(f"{n}\n{box.op_type}{weights}\n{self._metric}: {shown}")
 
     @property
     def color_metric(self) -> str:
@@ -555,6 +663,42 @@ class GraphView(QGraphicsView):
     def fusion_items(self) -> list[QGraphicsPathItem]:
         """The outline items of the current fusion groups."""
         return list(self._fusions)
+
+    def set_flagged(self, flags: Mapping[str, str]) -> None:
+        """Outline nodes in red with a short label above each (node name -> label, e.g.
+        ``"no int8 kernel"``); an empty mapping removes the outlines. Unknown names are
+        skipped. Labels show with the other detail text (when zoomed in)."""
+        scene = self.scene()
+        for item in self._flags:
+            scene.removeItem(item)
+        self._flags, self._flag_names = [], []
+        if self._layout is None:
+            return
+        pen = QPen(FLAG_COLOR, 2.0, Qt.PenStyle.DashLine)
+        grow = 5.0
+        for name, label in flags.items():
+            box = self._layout.nodes.get(name)
+            if box is None:
+                continue
+            path = QPainterPath()
+            path.addRoundedRect(QRectF(box.x - grow, box.y - grow, box.w + 2 * grow, box.h + 2 * grow), 8, 8)
+            item = QGraphicsPathItem(path)
+            item.setPen(pen)
+            item.setBrush(Qt.BrushStyle.NoBrush)
+            item.setZValue(3.0)
+            item.setData(ROLE_KIND, "flag")
+            item.setToolTip(f"{name}: {label}")
+            scene.addItem(item)
+            self._flags.append(item)
+            text = self._text(label, self._group_font, box.x + box.w + grow + 4, box.y, self._details)
+            text.setBrush(FLAG_COLOR)
+            self._flags.append(text)
+            self._flag_names.append(name)
+
+    @property
+    def flagged(self) -> list[str]:
+        """Names of the nodes outlined by :meth:`set_flagged`."""
+        return list(self._flag_names)
 
     # ------------------------------------------------------------------ selection, search
     def node_item(self, name: str) -> QGraphicsPathItem | None:
@@ -629,12 +773,31 @@ class GraphView(QGraphicsView):
 
     # ------------------------------------------------------------------ zoom, pan, fit
     def fit(self) -> None:
-        """Show the whole graph."""
+        """Show the whole graph (below the legend when the legend would cover it)."""
         self._auto_view = False
         if self._layout is None:
             return
-        self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        rect = QRectF(self._base_rect)
+        for _ in range(3):  # the room the legend needs depends on the zoom it gives
+            self.scene().setSceneRect(rect)
+            self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+            wanted = self._base_rect.adjusted(0, -self._legend_room(), 0, 0)
+            if abs(wanted.top() - rect.top()) < 1.0:
+                break
+            rect = wanted
         self._after_zoom()
+
+    def _legend_room(self) -> float:
+        """Scene units to add above the graph so that the legend (drawn over the view's
+        top-left corner) does not cover the graph's top at the current zoom; 0 when the
+        graph is clear of it horizontally."""
+        if self._layout is None or self._legend.isHidden():
+            return 0.0
+        z = max(self.zoom, 1e-9)
+        left = self.mapFromScene(QPointF(0.0, 0.0)).x()
+        if left >= self._legend.x() + self._legend.width() + LEGEND_GAP:
+            return 0.0
+        return (self._legend.y() + self._legend.height() + LEGEND_GAP) / z
 
     def reset_view(self) -> None:
         """Fit when the whole graph stays readable; otherwise zoom 1 at the top of the graph."""
@@ -645,12 +808,15 @@ class GraphView(QGraphicsView):
         if self.zoom >= DETAIL_MIN_SCALE or not self._layout.node_order:
             return
         vw = max(1, self.viewport().width())
-        scale = min(1.0, max(DETAIL_MIN_SCALE, vw / self.scene().sceneRect().width()))
+        scale = min(1.0, max(DETAIL_MIN_SCALE, vw / self._base_rect.width()))
         self.resetTransform()
         self.scale(scale, scale)
         self._after_zoom()
         first = self._layout.nodes[self._layout.node_order[0]]
-        self.centerOn(first.x + first.w / 2, first.y + self.viewport().height() / (2 * scale) - 30)
+        self.centerOn(first.x + first.w / 2, first.y)
+        rect = self._base_rect.adjusted(0, -self._legend_room(), 0, 0)
+        self.scene().setSceneRect(rect)
+        self.centerOn(first.x + first.w / 2, rect.top() + self.viewport().height() / (2 * scale))
 
     @property
     def zoom(self) -> float:

@@ -17,6 +17,7 @@ microseconds, SQNR in dB (higher is better), clip in percent of output values.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -54,6 +55,8 @@ NAME_MAX_W = 360
 """Widest the node name column gets by itself (px)."""
 COLUMN_MAX_W = 150
 """Widest any other column gets by itself (px)."""
+FIT_SAMPLE = 12
+"""Texts measured per column when fitting widths: the longest by character count."""
 
 SQNR_BAD_DB = 20.0
 """SQNR below this is tinted red (roughly: the int8 error is visible in the output)."""
@@ -67,6 +70,7 @@ _AMBER = QColor("#fdebc8")
 _MEMORY = QColor("#b35a1f")
 _COMPUTE = QColor("#2f5f9e")
 _FLOAT_PATH = QColor("#8a4f9e")
+_NO_KERNEL = QColor("#c92a2a")
 
 
 def _count(v: Any) -> str:
@@ -99,7 +103,8 @@ def _us(v: Any) -> str:
 
 
 def _path(v: Any) -> str:
-    return {"integer": "integer", "float_fallback": "float fallback", "float": "float"}.get(str(v), str(v))
+    return {"integer": "integer", "float_fallback": "float fallback", "float": "float",
+            "no kernel": "no kernel"}.get(str(v), str(v))
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("est_ns", "Est. µs", True, _us, "Roofline time estimate on the selected NPU profile, microseconds"),
     Column("bound", "Bound", False, str, "Whether compute or memory traffic limits the op on the NPU"),
     Column("path", "int8 path", False, _path,
-           "How the int8 model runs the node: integer, float fallback (dequantize, float, requantize) or float"),
+           "How the int8 model runs the node: integer, float fallback (dequantize, float, requantize) or float; "
+           "no kernel: the inspector cannot run this op type"),
     Column("cosine", "Cosine", True, lambda v: f"{float(v):.5f}",
            "Cosine similarity of int8 and float outputs, whole model quantized (1 is best)"),
     Column("sqnr_db_isolated", "SQNR iso", True, _db,
@@ -158,6 +164,8 @@ def _foreground(key: str, value: Any) -> QBrush | None:
         return QBrush(_MEMORY if value == "memory" else _COMPUTE) if value else None
     if key == "path" and value in ("float", "float_fallback"):
         return QBrush(_FLOAT_PATH)
+    if key == "path" and value == "no kernel":
+        return QBrush(_NO_KERNEL)
     return None
 
 
@@ -440,14 +448,14 @@ class LayerTable(QWidget):
         self.set_rows([])
 
     def _fit_columns(self) -> None:
-        """Column widths from the header and the widest text of up to 400 rows (not a
-        per-row size hint, which would be slow for thousands of rows)."""
+        """Column widths from the header and the widest of each column's FIT_SAMPLE longest
+        texts (by characters; not a per-row size hint, which would be slow for thousands of
+        rows, and few font measurements: each is a call into Qt)."""
         fm = QFontMetrics(self.view.font())
         hfm = QFontMetrics(self.view.horizontalHeader().font())
         n = self.model.rowCount()
-        step = max(1, n // 400)
         for c, col in enumerate(COLUMNS):
-            texts = self.model._text[c][::step] if n else []
+            texts = heapq.nlargest(FIT_SAMPLE, set(self.model._text[c]), key=len) if n else []
             widest = max((fm.horizontalAdvance(t) for t in texts), default=0)
             width = max(hfm.horizontalAdvance(col.title) + 22, widest + 14)
             if col.key == "name":

@@ -34,6 +34,7 @@ from engine.timeline import NpuReport
 from widgets import style
 
 UNIT_ORDER = ("mac", "vector", "float", "host")
+NO_REPORT = "No roofline yet: it is computed when a model is open (and again when the NPU profile changes)."
 
 
 @dataclass(frozen=True)
@@ -125,11 +126,36 @@ class RooflinePanel(QWidget):
         self.footnote.setStyleSheet(f"color: {style.MUTED}")
         self.footnote.setWordWrap(True)
 
+        self.empty = style.EmptyState(self.plot_widget)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addWidget(self.plot_widget, 1)
+        layout.addWidget(self.empty, 1)
         layout.addWidget(self.footnote)
+        self.clear()
+
+    def clear(self, message: str = NO_REPORT) -> None:
+        """No points and no roofs; ``message`` (rich text) says why in place of the chart."""
+        self._report = None
+        self.layers = []
+        self.profile = None
+        self.roofs = []
+        self.series = {}
+        self.unplotted = []
+        self._layer_of_node = {}
+        self._roof_items = {}
+        self._highlight = None
+        self._highlight_label = None
+        self.plot.clear()
+        self.legend.clear()
+        self.title.setText("")
+        self.footnote.setText("")
+        self.empty.show_message(message)
+
+    @property
+    def message(self) -> str:
+        """The explanation shown instead of the chart ("" when a report is shown)."""
+        return self.empty.message
 
     # ------------------------------------------------------------------ data in
 
@@ -201,6 +227,7 @@ class RooflinePanel(QWidget):
         self.plot.setXRange(math.log10(x_lo), math.log10(x_hi), padding=0.0)
         self.plot.setYRange(math.log10(y_lo), math.log10(y_hi), padding=0.0)
 
+        self.empty.show_content()
         kind = "fused ops" if self._report is not None and self.fused_box.isChecked() else "nodes"
         self.title.setText(f"<b>{profile.name}</b>: roofline of {len(self.layers)} {kind}")
         if self.unplotted:
@@ -314,7 +341,10 @@ class RooflinePanel(QWidget):
         self._highlight.setZValue(10)
         self.plot.addItem(self._highlight)
         short = "/".join(layer.name.strip("/").split("/")[-2:])
-        self._highlight_label = pg.TextItem(short, color=style.FOREGROUND, anchor=(0, 1.2))
+        (x0, x1), _ = self.plot.getViewBox().viewRange()
+        right_half = lx > (x0 + x1) / 2  # label on the side with room: never cut at the plot's edge
+        self._highlight_label = pg.TextItem(short, color=style.FOREGROUND,
+                                            anchor=(1.05, 1.2) if right_half else (-0.05, 1.2))
         self._highlight_label.setFont(style.font(style.TICK_SIZE, bold=True))
         self._highlight_label.setPos(lx, ly)
         self.plot.addItem(self._highlight_label)

@@ -7,13 +7,15 @@ optional alpha. Plots are drawn dark-on-white (readable in screenshots and repor
 
 from __future__ import annotations
 
+import html
 import math
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QIcon, QPainter, QPixmap
+from PySide6.QtWidgets import QLabel, QStackedWidget, QWidget
 
 FONT_FAMILY = "DejaVu Sans"
 FONT_SIZE = 9  # points, labels and tables
@@ -154,14 +156,14 @@ def _sig3(x: float) -> str:
 
 
 def format_ns(ns: float) -> str:
-    """A duration in ns with a readable unit (ns, µs, ms, s), three significant digits."""
+    """A duration in ns with a readable unit (ns, µs, ms, s), three significant digits; the
+    unit is chosen after rounding, so 999.7 ns reads ``1.00 µs``, never ``1000 ns``."""
     a = abs(ns)
-    if a < 1e3:
+    if round(a) < 1000:
         return f"{ns:.0f} ns"
-    if a < 1e6:
-        return f"{_sig3(ns / 1e3)} µs"
-    if a < 1e9:
-        return f"{_sig3(ns / 1e6)} ms"
+    for unit, scale in (("µs", 1e3), ("ms", 1e6)):
+        if float(f"{a / scale:.3g}") < 1000:
+            return f"{_sig3(ns / scale)} {unit}"
     return f"{_sig3(ns / 1e9)} s"
 
 
@@ -177,14 +179,15 @@ def time_unit(span_ns: float) -> tuple[str, float]:
 
 
 def format_bytes(n: float) -> str:
-    """Bytes with binary prefixes (B, KiB, MiB, GiB)."""
+    """Bytes with binary prefixes (B, KiB, MiB, GiB), three significant digits; the prefix is
+    chosen after rounding (1023.8 B reads ``1 KiB``)."""
     a = abs(n)
-    if a < 1024:
+    if round(a) < 1024:
         return f"{n:.0f} B"
     for unit in ("KiB", "MiB", "GiB"):
         n /= 1024.0
         a /= 1024.0
-        if a < 1024 or unit == "GiB":
+        if round(a) < 1024 or unit == "GiB":
             return f"{n:.3g} {unit}" if a < 100 else f"{n:.0f} {unit}"
     return f"{n:.0f} GiB"
 
@@ -277,3 +280,86 @@ class CategoryAxis(pg.AxisItem):
         if not self.labels:
             return super().tickStrings(values, scale, spacing)
         return [self.labels[round(v)] if 0 <= round(v) < len(self.labels) else "" for v in values]
+
+
+class FittedTitle(QObject):
+    """A plot title kept on one line inside its plot: elided with "…" when the plot is
+    narrower than the text (the full text becomes the title's tooltip), re-fitted on resize.
+
+    pyqtgraph's own title makes the text's width the plot's minimum width, so a long title
+    pushes the right part of the plot (axis, data, marker lines) out of the widget.
+    """
+
+    MARGIN_PX = 28
+
+    def __init__(self, widget: QWidget, size: int = TICK_SIZE + 1, plot: Any = None) -> None:
+        """``widget``: the PlotWidget (or the GraphicsLayoutWidget holding ``plot``)."""
+        super().__init__(widget)
+        self.widget = widget
+        self.plot = plot if plot is not None else widget.getPlotItem()  # type: ignore[attr-defined]
+        self.size = size
+        self.text = ""
+        self.shown = ""
+        self._font = font(size)
+        widget.installEventFilter(self)
+
+    def set_text(self, text: str) -> None:
+        """Show plain ``text`` (no markup) as the title; "" removes the title."""
+        self.text = text
+        self._fit()
+
+    def _fit(self) -> None:
+        if not self.text:
+            self.shown = ""
+            self.plot.setTitle(None)
+            return
+        # the title sits above the view box only: the left axis and the text item's own
+        # document margins (4 px a side) take the rest of the width
+        axis = self.plot.getAxis("left")
+        axis_w = float(axis.width()) if axis.isVisible() else 0.0
+        room = max(40.0, float(self.widget.width()) - axis_w - self.MARGIN_PX)
+        shown = QFontMetricsF(self._font).elidedText(self.text, Qt.TextElideMode.ElideRight, room)
+        if shown == self.shown and self.plot.titleLabel.isVisible():
+            return
+        self.shown = shown
+        self.plot.setTitle(html.escape(shown), color=FOREGROUND, size=f"{self.size}pt", family=FONT_FAMILY)
+        self.plot.titleLabel.setToolTip(self.text if shown != self.text else "")
+
+    @property
+    def elided(self) -> bool:
+        return bool(self.text) and self.shown != self.text
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+        if obj is self.widget and event.type() == QEvent.Type.Resize and self.text:
+            self._fit()
+        return False
+
+
+class EmptyState(QStackedWidget):
+    """A panel's content, or in its place a centred explanation of why there is nothing to
+    show yet (and what to do about it)."""
+
+    def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.content = content
+        self.label = QLabel()
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.label.setWordWrap(True)
+        self.label.setFont(font(FONT_SIZE + 1))
+        self.label.setStyleSheet(f"color: {MUTED}; background: {BACKGROUND}; padding: 24px;")
+        self.label.setTextFormat(Qt.TextFormat.RichText)
+        self.addWidget(content)
+        self.addWidget(self.label)
+
+    def show_message(self, text: str) -> None:
+        """Hide the content and show ``text`` (rich text allowed)."""
+        self.label.setText(text)
+        self.setCurrentWidget(self.label)
+
+    def show_content(self) -> None:
+        self.setCurrentWidget(self.content)
+
+    @property
+    def message(self) -> str:
+        """The explanation shown, "" when the content is shown."""
+        return self.label.text() if self.currentWidget() is self.label else ""

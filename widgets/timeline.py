@@ -38,6 +38,7 @@ LABEL_MIN_PX = 28.0  # bars at least this wide (pixels) carry their op's name
 MAX_LABELS = 200  # per plot
 HIT_PX = 4.0  # a click within this many pixels of a bar picks it
 MODES = ("both", "fused", "unfused")
+NO_REPORT = "No NPU timeline yet: it is computed when a model is open (and again when the NPU profile changes)."
 
 
 @dataclass
@@ -122,11 +123,24 @@ class TimelinePanel(QWidget):
             vb.sigResized.connect(lambda *_, g=g: self._update_labels(g))
         self._metrics = QFontMetricsF(style.font(style.TICK_SIZE))
 
+        self.titles = {k: style.FittedTitle(self.canvas, style.TITLE_SIZE, g.plot) for k, g in self._plots.items()}
+        self.empty = style.EmptyState(self.canvas)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.empty, 1)
         self.mode = "both"
+        self.clear()
+
+    def clear(self, message: str = NO_REPORT) -> None:
+        """No timelines; ``message`` (rich text) says why in place of the charts."""
+        self.set_timelines(None, None)
+        self.empty.show_message(message)
+
+    @property
+    def message(self) -> str:
+        """The explanation shown instead of the charts ("" when timelines are shown)."""
+        return self.empty.message
 
     # ------------------------------------------------------------------ data in
 
@@ -154,6 +168,10 @@ class TimelinePanel(QWidget):
         self._fill(self._plots["unfused"], unfused, None)
         self._fill(self._plots["fused"], fused, unfused)
         self._update_summary()
+        if unfused is None and fused is None:
+            self.empty.show_message(NO_REPORT)
+        else:
+            self.empty.show_content()
         self.set_mode(self.mode)
         for g in self._plots.values():
             if g.timeline is not None:
@@ -175,11 +193,13 @@ class TimelinePanel(QWidget):
         p.getAxis("left").setTicks([[(rows[lane], style.LANE_LABELS.get(lane, lane)) for lane in self._lanes], []])
         style.style_plot(p, bottom=f"time ({self._unit_name})")
         p.showGrid(x=True, y=False, alpha=style.GRID_ALPHA)
-        p.setYRange(-0.6, n - 0.4, padding=0.0)
         span = max(self._span_ns, 1.0) / self._unit_ns
-        p.getViewBox().setLimits(yMin=-1.0, yMax=n + 0.5, xMin=-0.1 * span, xMax=1.2 * span)
+        # limits first: the range is clamped by the previous limits (an empty timeline's
+        # limits would keep a new timeline at a single visible lane)
+        p.getViewBox().setLimits(yMin=-1.0, yMax=max(n, 1) + 0.5, xMin=-0.1 * span, xMax=1.2 * span)
+        p.setYRange(-0.6, max(n, 1) - 0.4, padding=0.0)
         if timeline is None:
-            p.setTitle("")
+            self.titles[g.key].set_text("")
             return
         events = timeline.events
         lanes = np.array([e.lane for e in events], dtype=object)
@@ -223,7 +243,7 @@ class TimelinePanel(QWidget):
             title = f"Fused: {style.format_ns(timeline.total_ns)}{pct}, {len(events)} events"
         else:
             title = f"Unfused: {style.format_ns(timeline.total_ns)}, {len(events)} events"
-        p.setTitle(title, color=style.FOREGROUND, size=f"{style.TITLE_SIZE}pt")
+        self.titles[g.key].set_text(title)
 
     def _update_summary(self) -> None:
         u, f = self._plots["unfused"].timeline, self._plots["fused"].timeline

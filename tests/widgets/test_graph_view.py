@@ -40,6 +40,7 @@ def view(qtbot, vit_layout: GraphLayout) -> GraphView:
     v.show()
     qtbot.waitExposed(v)
     v.set_layout(vit_layout)
+    qtbot.waitUntil(lambda: not v.is_building, timeout=10_000)
     return v
 
 
@@ -205,6 +206,8 @@ def test_grab_png(qtbot, view: GraphView, tmp_path: Path) -> None:
 
 
 def test_five_thousand_node_scene(qtbot) -> None:
+    """A 5,000-node scene is built over many event-loop turns (set_layout returns at once);
+    the view finds and selects nodes meanwhile; colours set mid-build reach the late nodes."""
     graph = engine.model_from_proto(bert_encoder(layers=150, hidden=16, heads=2, ffn=32, seq=8, vocab=50)).graph
     start = time.perf_counter()
     layout = layout_graph(graph)
@@ -215,20 +218,74 @@ def test_five_thousand_node_scene(qtbot) -> None:
     v.resize(1200, 900)
     v.show()
     none_refs = sys.getrefcount(None)
+    slices: list[float] = []
     start = time.perf_counter()
     v.set_layout(layout)
+    slices.append(time.perf_counter() - start)
+    assert v.is_building  # the items come over the next event-loop turns
+    qtbot.waitUntil(lambda: len(v._nodes) > 0, timeout=10_000)
+    nodes = [i for i in v.scene().items() if i.data(ROLE_KIND) == "node"]
+    assert 0 < len(nodes) < len(layout.nodes)
+    # usable while building: search and selection work on nodes not drawn yet
+    last = layout.node_order[-1]
+    assert v.node_item(last) is None
+    assert v.select_node(last) and v.selected_node == last
+    ops = [n for n, b in layout.nodes.items() if b.kind == "op"]
+    v.set_color_metric("index", {n: float(i) for i, n in enumerate(ops)})
+    tick = v._build_tick
+
+    def timed_tick() -> None:
+        t = time.perf_counter()
+        tick()
+        slices.append(time.perf_counter() - t)
+
+    v._build_tick = timed_tick  # type: ignore[method-assign]
+    v._build_timer.timeout.disconnect()
+    v._build_timer.timeout.connect(timed_tick)
+    with qtbot.waitSignal(v.build_finished, timeout=60_000):
+        pass
     build_s = time.perf_counter() - start
+    assert not v.is_building
     assert sys.getrefcount(None) >= none_refs - 100  # PySide6 6.12 void-call refcount bug guard
     nodes = [i for i in v.scene().items() if i.data(ROLE_KIND) == "node"]
     assert len(nodes) == len(layout.nodes)
+    assert v.node_item(ops[-1]).data(ROLE_VALUE) == float(len(ops) - 1)  # coloured when it was added
+    assert v.node_item(ops[-1]).brush().color() != v.node_item(ops[0]).brush().color()
     start = time.perf_counter()
     image = v.grab()
     paint_ms = (time.perf_counter() - start) * 1e3
     assert not image.isNull()
-    print(f"\n5,000-node graph: {len(layout.nodes)} nodes, layout {layout_s:.2f} s, "
-          f"scene build {build_s:.2f} s, one frame {paint_ms:.0f} ms")
+    print(f"\n5,000-node graph: {len(layout.nodes)} nodes, layout {layout_s:.2f} s, scene build {build_s:.2f} s "
+          f"in {len(slices)} slices (longest {1e3 * max(slices):.0f} ms), one frame {paint_ms:.0f} ms")
     # a search far down the graph centres it
     name = v.find("encoder.layer.75/output/Add")
     assert name == "encoder.layer.75/output/Add"
     centre = v.mapToScene(v.viewport().rect().center())
     assert centre.y() == pytest.approx(layout.nodes[name].y + layout.nodes[name].h / 2, abs=5.0)
+
+
+def test_a_new_layout_mid_build_replaces_the_old_one(qtbot, vit_layout: GraphLayout) -> None:
+    graph = engine.model_from_proto(bert_encoder(layers=12)).graph
+    big = layout_graph(graph)
+    v = GraphView()
+    qtbot.addWidget(v)
+    v.resize(800, 600)
+    v.show()
+    v.set_layout(big)
+    assert v.is_building
+    v.set_layout(vit_layout, incremental=False)  # stops the first build, draws the second at once
+    assert not v.is_building
+    kinds = [item.data(ROLE_KIND) for item in v.scene().items()]
+    assert kinds.count("node") == len(vit_layout.nodes)
+    qtbot.wait(50)  # no stale slice of the first layout arrives later
+    assert [item.data(ROLE_KIND) for item in v.scene().items()].count("node") == len(vit_layout.nodes)
+
+
+def test_fit_keeps_the_legend_off_the_graph(view: GraphView, vit_layout: GraphLayout) -> None:
+    view.resize(420, 700)  # narrow: the graph fills the width, under the legend's corner
+    view.fit()
+    legend = view._legend.geometry()
+    top_nodes = [n for n, b in vit_layout.nodes.items() if b.y == min(bb.y for bb in vit_layout.nodes.values())]
+    for n in top_nodes:
+        rect = view.mapFromScene(view.node_item(n).sceneBoundingRect()).boundingRect()
+        assert not rect.intersects(legend), f"{n} is under the legend"

@@ -122,6 +122,17 @@ _BANNER_STYLES = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def export_report_job(path: str, model: Any, result: Any, npu_report: Any, page_size: str,
+                      json_path: str | None, progress: Any = None, cancel: Any = None) -> dict[str, Any]:
+    """Worker job: the deployment document of what the window shows, written as the report.
+    Runs off the UI thread (the report draws with QPainter/QPdfWriter only, never a QWidget)."""
+    from engine.deployment import deployment_document
+    from inspector.report import write_report
+
+    doc = deployment_document(model, result, npu_report)
+    return write_report(path, model, result, npu_report, doc, page_size, progress, json_path=json_path, cancel=cancel)
+
+
 def guarded(method: F) -> F:
     """Run a UI-thread callback; an unexpected exception becomes a banner message, never a crash."""
 
@@ -694,6 +705,9 @@ class MainWindow(QMainWindow):
         folder = file_menu.addAction("Calibration Image &Folder…")
         folder.triggered.connect(self.calibration_folder_dialog)
         file_menu.addSeparator()
+        self.export_action = file_menu.addAction("&Export Report…")
+        self.export_action.setShortcut(QKeySequence("Ctrl+E"))
+        self.export_action.triggered.connect(self.export_report_dialog)
         shot = file_menu.addAction("Save &Screenshot…")
         shot.triggered.connect(self._screenshot_dialog)
         file_menu.addSeparator()
@@ -1589,6 +1603,41 @@ class MainWindow(QMainWindow):
             self._apply_default_sizes()
 
     @guarded
+    @guarded
+    def export_report_dialog(self) -> None:
+        """File > Export Report: the same PDF (and JSON beside it) as ``inspector report``."""
+        model = self.session.model
+        if model is None:
+            self.show_message("Open a model first: the report describes the model that is open.", "warning")
+            return
+        default = os.path.join(os.getcwd(), f"{model.name}-report.pdf")
+        path, _ = QFileDialog.getSaveFileName(self, "Export deployment report", default, "PDF documents (*.pdf)")
+        if path:
+            self.export_report(path, os.path.splitext(path)[0] + ".json")
+
+    def export_report(self, path: str, json_path: str | None = None, page_size: str = "A4") -> None:
+        """Write the deployment report of what is shown (analysis, NPU report) in a worker."""
+        model = self.session.model
+        if model is None:
+            self.show_message("Open a model first: the report describes the model that is open.", "warning")
+            return
+        self.jobs.start(
+            "export",
+            export_report_job,
+            path,
+            model,
+            self.session.analysis,
+            self.session.npu,
+            page_size,
+            json_path,
+            label=f"Exporting {os.path.basename(path)}",
+            on_result=lambda facts: self.show_message(
+                f"Report written: {path} ({facts.get('pages', '?')} pages)"
+                + (f" and {json_path}" if json_path else ""), "info"),
+            on_error=lambda msg: self.show_message(msg, "error"),
+            on_cancel=lambda: self.show_message("Export cancelled: nothing was written.", "info"),
+        )
+
     def _screenshot_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "inspector.png", "PNG images (*.png)")
         if path:

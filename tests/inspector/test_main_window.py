@@ -586,3 +586,24 @@ def test_ui_thread_stays_responsive_while_a_big_model_is_analysed(qtbot, window:
     assert_responsive(probe, max_gap)
     assert window.session.loaded is loaded and window.session.npu is npu
     assert window.session.analysis is None
+
+
+def test_export_report_writes_the_pdf_and_json_of_what_is_shown(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    """File > Export Report runs write_report in a worker on the open, analysed sample."""
+    import json
+    import subprocess
+
+    with qtbot.waitSignal(window.analysis_finished, timeout=LONG_MS):
+        window.open_sample("cnn-digits")
+    wait_idle(qtbot, window)
+    pdf, js = tmp_path / "r.pdf", tmp_path / "r.json"
+    window.export_report(str(pdf), str(js))
+    qtbot.waitUntil(lambda: pdf.exists() and not window.jobs.is_running("export"), timeout=LONG_MS)
+    assert "Report written" in window.message
+    doc = json.loads(js.read_text())
+    assert doc["timeline"]["total_ns"] > 0 and any(l.get("sqnr_db_isolated") for l in doc["layers"])
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
+    assert "cnn-digits" in text
+    window.export_report(str(tmp_path / "no-such-dir" / "r.pdf"))
+    qtbot.waitUntil(lambda: not window.jobs.is_running("export"), timeout=LONG_MS)
+    assert window.message_kind == "error" and "no-such-dir" in window.message

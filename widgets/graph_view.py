@@ -51,6 +51,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.layout import GraphLayout, NodeBox
+from widgets.style import OP_CATEGORY  # one op -> category table for every widget
 
 ROLE_NAME = 0  # item data: node name (node boxes only)
 ROLE_KIND = 1  # item data: "node", "edge", "arrows", "fusion", "highlight"
@@ -89,26 +90,6 @@ CATEGORY_COLORS: dict[str, str] = {
     "constant": "#6b7280",
     "math": "#3a3f47",
 }
-_CATEGORY_OPS: dict[str, tuple[str, ...]] = {
-    "layer": ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MatMul", "MatMulInteger", "QLinearMatMul",
-              "Gemm", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention"),
-    "activation": ("Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "Tanh", "Softmax", "LogSoftmax",
-                   "Gelu", "FastGelu", "Erf", "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "HardSwish",
-                   "Clip", "ThresholdedRelu", "Hardmax"),
-    "pool": ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool",
-             "MaxRoiPool", "RoiAlign"),
-    "normalization": ("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
-                      "LpNormalization", "LRN", "MeanVarianceNormalization", "Dropout", "SkipLayerNormalization"),
-    "shape": ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size", "Expand"),
-    "tensor": ("Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Scatter",
-               "ScatterElements", "ScatterND", "Pad", "Tile", "Where", "Identity", "DepthToSpace", "SpaceToDepth",
-               "Resize", "Upsample", "Cast", "TopK", "NonZero", "Compress", "OneHot", "Trilu"),
-    "quantization": ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"),
-    "control": ("If", "Loop", "Scan"),
-    "constant": ("Constant", "ConstantOfShape", "Range", "RandomNormal", "RandomUniform", "RandomNormalLike",
-                 "RandomUniformLike", "EyeLike"),
-}
-OP_CATEGORY: dict[str, str] = {op: cat for cat, ops in _CATEGORY_OPS.items() for op in ops}
 BOUND_COLORS: dict[str, str] = {"memory": "#e07b39", "compute": "#3b73b9"}
 # Tableau 10, for other categorical metrics
 QUALITATIVE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",

@@ -257,15 +257,15 @@ class ErrorPanel(QWidget):
         header = self.table.horizontalHeader().sizeHint().height()
         self.table.setFixedHeight(header + rows * self._row_h + 4)
         # every column at least as wide as its header's longest line: nothing is clipped
-        fm = QFontMetrics(style.font(bold=True))
-        widths = [max(fm.horizontalAdvance(line) for line in text.split("\n")) + 18 for text in OUTPUT_HEADERS]
-        self._header_widths = widths
-        self.table.setMinimumWidth(sum(widths) + 4)
+        fm = QFontMetrics(self.table.horizontalHeader().font())
+        self._header_text_widths = [max(fm.horizontalAdvance(line) for line in text.split("\n"))
+                                    for text in OUTPUT_HEADERS]
+        self.table.setMinimumWidth(sum(w + 18 for w in self._header_text_widths) + 4)
 
     def header_clipped(self) -> list[str]:
-        """Headers narrower than their longest line (should be none)."""
+        """Columns narrower than their header's longest line (should be none)."""
         h = self.table.horizontalHeader()
-        return [OUTPUT_COLUMNS[c] for c, w in enumerate(self._header_widths) if h.sectionSize(c) < w - 12]
+        return [OUTPUT_COLUMNS[c] for c, w in enumerate(self._header_text_widths) if h.sectionSize(c) < w]
 
     def _update_summary(self) -> None:
         if not self.names:

@@ -396,6 +396,9 @@ def test_opening_another_model_clears_the_old_results(qtbot, window: MainWindow,
     assert window.panels["error"].names == []
     assert window.panels["findings"].findings == []
     assert window.panels["distribution"].data is None
+    assert window.panels["distribution"].message and window.panels["error"].message
+    assert window.panels["findings"].message
+    assert window.node_panel.node is None and "Select a node" in window.node_panel.toPlainText()
     assert window.selected_node is None
     assert window.graph.color_metric == "op type"
     wait_idle(qtbot, window)
@@ -425,6 +428,107 @@ def test_float_ops_menu_lists_the_model_ops(qtbot, window: MainWindow) -> None:
     gemm = next(e for e in window.session.npu.layers if e.op_type == "Gemm")
     assert gemm.unit == "float" or gemm.lane in ("float", "host")
     assert window.run_button.text().startswith("Re-run")
+
+
+# --------------------------------------------------------------------------- symbolic dims, unsupported ops
+
+
+def _seq_model(path: Path) -> str:
+    """x(batch, seq, 16) @ W(16, 8) + b -> Relu: batch and seq symbolic."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"),
+         helper.make_node("Add", ["h", "b"], ["hb"], name="bias"),
+         helper.make_node("Relu", ["hb"], ["y"], name="relu")],
+        "seq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "W"),
+         numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")],
+    )
+    return save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+
+
+def test_batch_dims_are_bound_to_one_and_said_so(qtbot, window: MainWindow, small_model: str) -> None:
+    with qtbot.waitSignal(window.model_loaded, timeout=LONG_MS):
+        window.open_path(small_model)
+    loaded = window.session.loaded
+    assert loaded.assumed == {"batch": 1} and loaded.unbound == []
+    assert window.table.model.raw(window.table.model.row_of("matmul"), "output_shape") == "1×8"  # not "?" or "batch"
+    assert "batch=1 assumed" in window.dims_label.text()
+    assert "batch=1 assumed" in window.summary_panel.toPlainText()
+    # the analysis runs on the same model with the batch left free (calibrated in batches)
+    assert loaded.analysis_model.graph.inputs[0].shape == ("batch", 16)
+    assert loaded.model.graph.inputs[0].shape == (1, 16)
+    with qtbot.waitSignal(window.analysis_finished, timeout=LONG_MS):
+        window.run_analysis()
+    assert window.session.analysis.calibration["synthetic"]
+    assert window.table.model.raw(window.table.model.row_of("matmul"), "sqnr_db") is not None
+
+
+def test_other_symbolic_dims_are_bound_in_the_dims_box(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    path = _seq_model(tmp_path / "seq.onnx")
+    with qtbot.waitSignal(window.model_loaded, timeout=LONG_MS):
+        window.open_path(path)
+    wait_idle(qtbot, window)
+    # seq is not a batch: nothing is guessed, the window says what to do (one line)
+    assert window.session.loaded.unbound == ["seq"]
+    assert window.message_kind == "warning" and "seq" in window.message and "Dims" in window.message
+    assert "\n" not in window.message
+    assert not window.run_button.isEnabled() and "seq" in window.run_button.toolTip()
+    assert "seq" in window.panels["error"].message
+    assert "seq=" in window.dims_edit.placeholderText() and "batch=1 assumed" in window.dims_edit.placeholderText()
+    # bad input: one-line errors, the model stays as it is
+    loaded = window.session.loaded
+    for text, words in (("seq", "NAME=VALUE"), ("seq=0", "positive"), ("length=4", "no symbolic dimension length")):
+        window.dims_edit.setText(text)
+        window.dims_edit.returnPressed.emit()
+        assert window.message_kind == "error" and words in window.message and "\n" not in window.message
+        assert window.session.loaded is loaded
+    # a binding reloads the model with it; then the analysis runs
+    window.dims_edit.setText("seq=4")
+    with qtbot.waitSignal(window.model_loaded, timeout=LONG_MS):
+        window.dims_edit.returnPressed.emit()
+    wait_idle(qtbot, window)
+    loaded = window.session.loaded
+    assert loaded.dims == {"seq": 4} and loaded.assumed == {"batch": 1} and loaded.unbound == []
+    assert window.table.model.raw(window.table.model.row_of("fc"), "output_shape") == "1×4×8"
+    assert window.dims_edit.text() == "seq=4"
+    assert "seq=4" in window.dims_label.text() and "batch=1 assumed" in window.dims_label.text()
+    assert window.run_button.isEnabled()
+    with qtbot.waitSignal(window.analysis_finished, timeout=LONG_MS):
+        window.run_analysis()
+    assert window.session.analysis is not None
+
+
+def test_unsupported_ops_are_flagged_and_the_analysis_is_not_offered(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "W")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("LRN", ["c"], ["y"], name="lrn", size=3)],
+        "lrn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w],
+    )
+    path = save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), tmp_path / "lrn.onnx")
+    with qtbot.waitSignal(window.model_loaded, timeout=LONG_MS):
+        window.open_path(path)
+    qtbot.waitUntil(lambda: window.session.npu is not None, timeout=LONG_MS)
+    assert window.message_kind == "warning" and "LRN" in window.message and "\n" not in window.message
+    assert window.graph.flagged == ["lrn"]
+    assert window.table.model.raw(window.table.model.row_of("lrn"), "path") == "no kernel"
+    assert window.table.model.raw(window.table.model.row_of("conv"), "path") is None
+    assert not window.run_button.isEnabled()
+    window.run_analysis()  # e.g. F5 anyway: a message, no job
+    assert not window.jobs.is_running("analysis") and "LRN" in window.message
+    assert "LRN" in window.panels["distribution"].message and "LRN" in window.panels["error"].message
+    # the NPU estimates are there
+    assert window.panels["timeline"].message == "" and window.panels["roofline"].message == ""
 
 
 # --------------------------------------------------------------------------- entry points

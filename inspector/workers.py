@@ -23,6 +23,7 @@ the CPU time.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -30,7 +31,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from engine.errors import Cancelled, ModelError
 
@@ -41,6 +42,77 @@ YIELD_EVERY_S = 0.004
 SWITCH_INTERVAL_S = 0.001
 """Interpreter switch interval while a JobRunner exists (s): the longest a thread waiting
 for the GIL (the UI thread) waits for a running worker to hand it over."""
+
+
+GC_INTERVAL_MS = 250
+"""How often the UI thread runs the cyclic garbage collector's threshold check (ms)."""
+FULL_GC_EVERY_S = 10.0
+"""Least time between two full (generation 2) collections on the UI thread (s)."""
+
+
+class MainThreadGC(QObject):
+    """Cyclic garbage collection on the UI thread only, never on a worker thread.
+
+    CPython runs the cyclic collector on whichever thread crosses the allocation threshold,
+    and engine jobs allocate hard. A collection on a worker thread that finds an unreachable
+    cycle holding a QWidget wrapper (a closed window, a replaced panel) hands its C++ deletion
+    to shiboken's delete-in-main-thread queue, drained later at an arbitrary bytecode of the
+    UI thread; with PySide6 6.11 that crashed the process (SIGSEGV in
+    ``BindingManager::runDeletionInMainThread``, seen here under load). So automatic
+    collection is switched off and this timer does the same threshold-driven work, by
+    generation, on the UI thread (as pyqtgraph's ``GarbageCollector`` does); a full collection
+    runs at most every :data:`FULL_GC_EVERY_S` so a big heap does not stall the UI each time.
+    """
+
+    _instance: "MainThreadGC | None" = None
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.thresholds = gc.get_threshold()
+        self._last_full = time.monotonic()
+        self.timer = QTimer(self)
+        self.timer.setInterval(GC_INTERVAL_MS)
+        self.timer.timeout.connect(self.check)
+        gc.disable()
+        self.timer.start()
+
+    @classmethod
+    def install(cls) -> "MainThreadGC | None":
+        """Install once per application (from the UI thread); returns the collector, or None
+        when there is no QCoreApplication or this is not the UI thread."""
+        app = QCoreApplication.instance()
+        if app is None or threading.current_thread() is not threading.main_thread():
+            return None
+        if cls._instance is None:
+            cls._instance = cls(app)
+            cls._instance.destroyed.connect(cls._forget)
+        return cls._instance
+
+    @staticmethod
+    def _forget() -> None:
+        MainThreadGC._instance = None
+        gc.enable()
+
+    @classmethod
+    def installed(cls) -> "MainThreadGC | None":
+        return cls._instance
+
+    @Slot()
+    def check(self) -> int:
+        """Collect the generations whose allocation counts crossed their thresholds;
+        returns the number of unreachable objects found."""
+        t0, t1, t2 = self.thresholds
+        c0, c1, c2 = gc.get_count()
+        found = 0
+        if c0 > t0:
+            found += gc.collect(0)
+            if c1 > t1:
+                found += gc.collect(1)
+                now = time.monotonic()
+                if c2 > t2 and now - self._last_full >= FULL_GC_EVERY_S:
+                    self._last_full = now
+                    found += gc.collect(2)
+        return found
 
 
 def error_message(exc: BaseException) -> str:
@@ -207,6 +279,7 @@ class JobRunner(QObject):
     def __init__(self, pool: QThreadPool | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.pool = pool or QThreadPool.globalInstance()
+        MainThreadGC.install()
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._current: dict[str, _Job] = {}

@@ -148,3 +148,38 @@ def test_error_message_formats() -> None:
     assert error_message(ModelError("bad", "m.onnx")) == "m.onnx: bad"
     assert error_message(MemoryError()) == "out of memory"
     assert error_message(KeyError("x")) == "internal error: KeyError: 'x'"
+
+
+def test_widget_cycles_are_collected_on_the_main_thread_only(runner: JobRunner, qtbot) -> None:
+    """A worker thread that allocates hard must not run the cyclic collector: a QWidget in
+    an unreachable cycle would then be finalised off the UI thread (shiboken defers its
+    deletion to the main thread, which crashed PySide6 6.11 here)."""
+    import gc
+    import weakref
+
+    from PySide6.QtWidgets import QWidget
+
+    from inspector.workers import MainThreadGC
+
+    collector = MainThreadGC.installed()
+    assert collector is not None and not gc.isenabled()
+    finalised_on: list[str] = []
+    for _ in range(20):
+        w = QWidget()
+        w.myself = w  # a cycle: only the cyclic collector can free it
+        weakref.finalize(w, lambda: finalised_on.append(threading.current_thread().name))
+        del w
+
+    def allocate() -> None:
+        junk = []
+        for i in range(200_000):  # far past generation 0's threshold (700) many times over
+            junk.append([i])
+            if len(junk) > 1000:
+                junk.clear()
+
+    t = threading.Thread(target=allocate, name="allocator")
+    t.start()
+    t.join()
+    assert finalised_on == []  # nothing collected on the worker thread
+    gc.collect()
+    assert finalised_on == ["MainThread"] * 20

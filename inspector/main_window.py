@@ -102,6 +102,9 @@ APPLICATION = "inspector"
 
 JOB_TEXT = {"load": "Loading model", "npu": "NPU report", "analysis": "Quantization analysis"}
 
+SQNR_COLOR_RANGE_DB = (15.0, 45.0)
+"""Fixed colour scale of the SQNR metrics (dB): red at 15 dB and below, blue from 45 dB; the
+layer table tints under 20 dB red and under 30 dB amber, which fall at the warm end."""
 # colour-by choices: (label, row attribute or "" for op type, higher_is_better)
 COLOR_METRICS: tuple[tuple[str, str, bool], ...] = (
     ("op type", "", True),
@@ -1247,7 +1250,7 @@ class MainWindow(QMainWindow):
         def draw_graph() -> None:
             self.graph.set_layout(loaded.layout)
             reasons = loaded.info.unsupported_ops
-            self.graph.set_flagged({n.name: reasons[n.op_type] for n in model.graph.nodes if n.op_type in reasons})
+            self.graph.set_flagged({n.name: "no int8 kernel" for n in model.graph.nodes if n.op_type in reasons})
 
         self._queue(model, draw_graph, fill_table, after_graph)
 
@@ -1443,7 +1446,8 @@ class MainWindow(QMainWindow):
             elif key == "clip_fraction":
                 v = 100.0 * v
             values[row.name] = v
-        self.graph.set_color_metric(label, values, higher_is_better)
+        fixed = SQNR_COLOR_RANGE_DB if key in ("sqnr_db", "sqnr_db_isolated") else None
+        self.graph.set_color_metric(label, values, higher_is_better, fixed)
 
     @guarded
     def _on_search(self) -> None:

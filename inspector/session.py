@@ -160,7 +160,7 @@ class QuantSettings:
 
 # ------------------------------------------------------------------------ dims
 
-NOT_BATCH = re.compile(r"seq|len|token|time|step|height|width|^h$|^w$|chan|feat|hidden|vocab|head|dim", re.I)
+NOT_BATCH = re.compile(r"seq|len|token|time|step|height|width|^h$|^w$|chan|feat|hidden|vocab|head|dim", re.IGNORECASE)
 """Symbolic dimension names that are never taken for a batch dimension."""
 _DIM_ITEM = re.compile(r"^\s*([A-Za-z_][\w.:/-]*)\s*[=:]\s*([+-]?\d+)\s*$")
 

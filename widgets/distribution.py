@@ -128,7 +128,7 @@ class DistributionData:
             name=view.name,
             kind="activation",
             counts=np.asarray(view.counts, dtype=np.float64),
-            edges=np.asarray(view.edges, dtype=np.float64),
+            edges=tightened_edges(view.edges, view.min, view.max),
             ranges=rng,
             method=method if method in rng else (next(iter(rng)) if rng else None),
             qmin=int(qp.get("qmin", -127)),
@@ -174,6 +174,21 @@ class DistributionData:
             channel_grid=channel_grid,
             node=view.node or None,
         )
+
+
+def tightened_edges(edges: Any, vmin: float | None, vmax: float | None) -> np.ndarray:
+    """Histogram edges with the outer two moved in to the observed ``vmin`` / ``vmax``: no
+    value lies outside them, so mass spread uniformly inside the end bins (how the clipped
+    share and the code counts are estimated) must not reach past them. Without this a
+    softmax output, whose max 1.0 sits inside the last bin, showed 4% "clipped" under the
+    minmax range, which clips nothing."""
+    e = np.array(edges, dtype=np.float64)
+    if e.size >= 3:
+        if vmin is not None and math.isfinite(vmin) and e[0] < vmin < e[1]:
+            e[0] = vmin
+        if vmax is not None and math.isfinite(vmax) and e[-2] < vmax < e[-1]:
+            e[-1] = vmax
+    return e
 
 
 def quantized_counts(counts: np.ndarray, edges: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
@@ -327,7 +342,12 @@ class DistributionPanel(QWidget):
             self.error_widget: has_error,
             self.channel_widget: has_channels,
         }
-        self._relayout([w for w, on in shown.items() if on])
+        order = [w for w, on in shown.items() if on]
+        if data.kind == "weight" and self.channel_widget in order:
+            # a weight's per-channel ranges say most about its quantization: the wide cell
+            order.remove(self.channel_widget)
+            order.insert(0, self.channel_widget)
+        self._relayout(order)
         for w, on in shown.items():
             w.setVisible(on)
         self.method_label.setVisible(bool(names))
@@ -442,10 +462,11 @@ class DistributionPanel(QWidget):
             p.addItem(self._grid_item)
             x0, x1 = min(x0, lo), max(x1, hi)
         pad = 0.04 * (x1 - x0 if x1 > x0 else 1.0)
+        # limits before the range: the previous tensor's limits would clamp this one's range
+        p.getViewBox().setLimits(xMin=x0 - 10 * pad - 1e-12, xMax=x1 + 10 * pad + 1e-12)
         p.setXRange(x0 - pad, x1 + pad, padding=0.0)
         top = float(np.max(y)) if y.size else 1.0
         p.setYRange(self._base(), top + (0.35 if self.log_scale else 0.12 * top), padding=0.0)
-        p.getViewBox().setLimits(xMin=x0 - 10 * pad - 1e-12, xMax=x1 + 10 * pad + 1e-12)
         self._update_grid()
 
     def _update_grid(self) -> None:
@@ -511,8 +532,8 @@ class DistributionPanel(QWidget):
         p.setXRange(d.qmin - 4, d.qmax + 4, padding=0.0)
         top = float(np.max(y)) if y.size else 1.0
         p.setYRange(self._base(), top + (0.35 if self.log_scale else 0.12 * top), padding=0.0)
-        clipped = float(self.quantized[0] + self.quantized[-1]) / max(float(self.quantized.sum()), 1e-300)
-        self.titles["quantized"].set_text(f"{int(used.sum())}/{levels} codes used, {clipped:.2%} at the ends")
+        # (the share saturated at the ends is the header's "clipped")
+        self.titles["quantized"].set_text(f"{int(used.sum())} of {levels} codes used")
         p.setLabel("bottom", f"{d.dtype} code")
 
     def _draw_error(self) -> None:
@@ -583,8 +604,8 @@ class DistributionPanel(QWidget):
         k = int(self.outliers.sum())
         outl = f", {k} outlier{'s' if k != 1 else ''} (red)" if k else ""
         marks = f"; black: {d.dtype} range" if d.channel_grid is not None or d.channel_range is not None else ""
-        self.titles["channels"].set_text(f"{n} channels{axis}: min/max{outl}{marks}")
-        p.setLabel("bottom", "channel")
+        self.titles["channels"].set_text(f"min/max per channel{outl}{marks}")
+        p.setLabel("bottom", f"channel{axis}, {n} in all")
 
     def _update_title(self) -> None:
         d = self.data

@@ -226,10 +226,11 @@ class ErrorPanel(QWidget):
                                     label="exact (∞ dB)", labelOpts={"position": 0.02, "color": style.MUTED,
                                                                      "anchors": [(0, 1), (0, 1)]})
             self.plot.addItem(exact)
+        # limits before the range: the previous result's limits would clamp this one's range
+        self.plot.getViewBox().setLimits(xMin=-1.0, xMax=n)
         self.plot.setXRange(-0.5, n - 0.5, padding=0.02)
         span = max(top - lo, 6.0)
         self.plot.setYRange(lo - 0.08 * span, top + 0.2 * span, padding=0.0)  # headroom for the legend
-        self.plot.getViewBox().setLimits(xMin=-1.0, xMax=n)
 
     def _fill_table(self) -> None:
         t = self.table
@@ -247,8 +248,12 @@ class ErrorPanel(QWidget):
                 item = QTableWidgetItem(text)
                 if col > 0:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if col >= 4 and o.labelled:
-                    item.setToolTip(f"on {o.labelled} labelled samples")
+                if col == 3 and o.top1_agreement is not None:
+                    item.setToolTip("positions where the argmax over the last axis is the same in int8 and float: "
+                                    "meaningful when the output holds class scores")
+                if col >= 4:
+                    item.setToolTip(f"on {o.labelled} labelled samples" if o.labelled else
+                                    "no labels: give a labelled .npz (a 'labels' array) to measure accuracy")
                 t.setItem(row, col, item)
         self._fit_table()
 

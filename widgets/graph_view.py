@@ -500,11 +500,14 @@ class GraphView(QGraphicsView):
         name: str,
         values: Mapping[str, float] | Mapping[str, str],
         higher_is_better: bool = True,
+        value_range: tuple[float, float] | None = None,
     ) -> None:
         """Colour op nodes by ``values`` (node name -> number or category); shows the legend.
 
-        Numbers go on a red (bad) to blue (good) ramp between their 2nd and 98th percentiles;
-        ``higher_is_better`` says which end is good (True for SQNR in dB, False for est_ns).
+        Numbers go on a red (bad) to blue (good) ramp between their 2nd and 98th percentiles,
+        or over ``value_range`` (low, high) when given: a fixed scale makes a colour mean the
+        same in every model (e.g. SQNR in dB, where the spread alone would paint a fine 32 dB
+        layer red); ``higher_is_better`` says which end is good (True for SQNR, False for est_ns).
         Strings are categories: op types take their category colour, ``"memory"`` /
         ``"compute"`` fixed colours, anything else a qualitative palette. Nodes without a
         value are grey.
@@ -521,7 +524,10 @@ class GraphView(QGraphicsView):
         if numeric:
             nums = {n: float(v) for n, v in present.items() if math.isfinite(float(v))}
             arr = np.fromiter(nums.values(), dtype=np.float64, count=len(nums))
-            lo, hi = (np.percentile(arr, [2.0, 98.0]) if arr.size else (0.0, 0.0))
+            if value_range is not None:
+                lo, hi = float(value_range[0]), float(value_range[1])
+            else:
+                lo, hi = (np.percentile(arr, [2.0, 98.0]) if arr.size else (0.0, 0.0))
             span = hi - lo
             for n, v in nums.items():
                 t = 0.5 if span <= 0 else (min(hi, max(lo, v)) - lo) / span
@@ -532,6 +538,8 @@ class GraphView(QGraphicsView):
                     good = (fv > 0) == higher_is_better if math.isinf(fv) else False
                     fills[n] = ramp_color(1.0 if good else 0.0)
             low_text, high_text = (_format_value(float(lo)), _format_value(float(hi))) if arr.size else ("", "")
+            if value_range is not None and arr.size:
+                low_text, high_text = f"≤ {low_text}", f"≥ {high_text}"
             self._legend.show_ramp(name, low_text, high_text, higher_is_better, len(present) < len(ops))
         else:
             counts = Counter(str(v) for v in present.values())
@@ -671,7 +679,7 @@ class GraphView(QGraphicsView):
             item.setToolTip(f"{name}: {label}")
             scene.addItem(item)
             self._flags.append(item)
-            text = self._text(label, self._group_font, box.x + box.w + grow + 4, box.y, self._details)
+            text = self._text(label, self._group_font, box.x - grow, box.y - grow - 16, self._details)
             text.setBrush(FLAG_COLOR)
             self._flags.append(text)
             self._flag_names.append(name)

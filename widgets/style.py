@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetricsF, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QLabel, QStackedWidget, QWidget
 
 FONT_FAMILY = "DejaVu Sans"
@@ -346,7 +346,14 @@ class EmptyState(QStackedWidget):
         self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label.setWordWrap(True)
         self.label.setFont(font(FONT_SIZE + 1))
-        self.label.setStyleSheet(f"color: {MUTED}; background: {BACKGROUND}; padding: 24px;")
+        # colours by palette, not a style sheet: style-sheet widgets are polished (CSS parsed)
+        # on their first show, which lands in the first paint of a newly opened model
+        pal = self.label.palette()
+        pal.setColor(QPalette.ColorRole.WindowText, qcolor(MUTED))
+        pal.setColor(QPalette.ColorRole.Window, qcolor(BACKGROUND))
+        self.label.setPalette(pal)
+        self.label.setAutoFillBackground(True)
+        self.label.setMargin(24)
         self.label.setTextFormat(Qt.TextFormat.RichText)
         self.addWidget(content)
         self.addWidget(self.label)

@@ -221,3 +221,64 @@ def test_graph_flags_nodes(qtbot, cnn) -> None:
     view.set_flagged({})
     assert view.flagged == [] and [i.data(1) for i in view.scene().items()].count("flag") == 0
     assert np.isfinite(view.zoom)
+
+
+def test_a_fixed_colour_scale_keeps_good_sqnr_out_of_the_red(qtbot, cnn) -> None:
+    """Relative colours paint the worst layer red even at a healthy 31 dB; on the fixed SQNR
+    scale (15..45 dB) 31 dB sits mid-ramp and only really low SQNR is red."""
+    from engine.layout import layout_graph
+    from widgets.graph_view import GraphView, ramp_color
+
+    view = _show(qtbot, GraphView(), 600, 600)
+    layout = layout_graph(cnn.graph)
+    view.set_layout(layout)
+    ops = [n for n, b in layout.nodes.items() if b.kind == "op"]
+    values = {n: 31.0 + 10.0 * i / (len(ops) - 1) for i, n in enumerate(ops)}
+    red = ramp_color(0.0)
+    view.set_color_metric("SQNR (dB)", values, True)
+    assert view.node_item(ops[0]).brush().color() == red  # relative: the lowest is the red end
+    view.set_color_metric("SQNR (dB)", values, True, value_range=(15.0, 45.0))
+    assert view.node_item(ops[0]).brush().color() == ramp_color((31.0 - 15.0) / 30.0)
+    values[ops[1]] = 10.0  # below the scale: the red end
+    view.set_color_metric("SQNR (dB)", values, True, value_range=(15.0, 45.0))
+    assert view.node_item(ops[1]).brush().color() == red
+    assert view._legend.ramp is not None and view._legend.ramp[0].startswith("≤")
+
+
+def test_a_bigger_result_is_not_clamped_by_the_previous_one(qtbot, analysis) -> None:
+    """View limits are set before the range: a second, wider result is shown whole."""
+    import dataclasses
+
+    from widgets.distribution import DistributionData, DistributionPanel
+    from widgets.error_panel import ErrorPanel
+
+    panel = _show(qtbot, ErrorPanel(), 600, 450)
+    panel.set_layers(analysis.layers[:3], analysis.outputs)
+    panel.set_result(analysis)  # more layers than before
+    (x0, x1), _ = panel.plot.getViewBox().viewRange()
+    assert x0 <= 0 and x1 >= len(panel.names) - 1
+    dist = _show(qtbot, DistributionPanel(), 600, 420)
+    tensor = "/features/features.4/BatchNormalization_output_0"
+    view = analysis.activations[tensor]
+    narrow = dataclasses.replace(view, edges=np.asarray(view.edges) / 100.0, lo=view.lo / 100.0, hi=view.hi / 100.0)
+    dist.set_data(DistributionData.from_activation(narrow))
+    dist.set_data(DistributionData.from_activation(view))  # a hundred times wider
+    (d0, d1), _ = dist.float_plot.getViewBox().viewRange()
+    assert d0 <= float(view.edges[0]) and d1 >= float(view.edges[-1])
+
+
+def test_minmax_range_clips_nothing(qtbot, analysis) -> None:
+    """Under the minmax range no value is beyond the range: the histogram estimate says 0 %
+    (it used to spread the last bin's count past the observed max)."""
+    from widgets.distribution import DistributionData, DistributionPanel, tightened_edges
+
+    assert tightened_edges([0.0, 1.0, 2.0, 3.0], 0.5, 2.2).tolist() == [0.5, 1.0, 2.0, 2.2]
+    assert tightened_edges([0.0, 1.0, 2.0, 3.0], None, 3.5).tolist() == [0.0, 1.0, 2.0, 3.0]
+    panel = _show(qtbot, DistributionPanel(), 600, 420)
+    tensor = "/features/features.4/BatchNormalization_output_0"
+    view = analysis.activations[tensor]
+    lo, hi = -max(abs(view.min), abs(view.max)), max(abs(view.min), abs(view.max))  # symmetric minmax
+    panel.set_data(DistributionData.from_activation(view, ranges={"minmax": (lo, hi)}, method="minmax"))
+    assert panel.clipped_fraction() == 0.0
+    data = panel.current_data()
+    assert data["quantized_total"] == pytest.approx(data["float_total"], rel=1e-12)

@@ -65,6 +65,8 @@ class MainThreadGC(QObject):
     """
 
     _instance: "MainThreadGC | None" = None
+    autostart = True
+    """Start the timer on install (a test harness that collects between tests sets False)."""
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -74,7 +76,8 @@ class MainThreadGC(QObject):
         self.timer.setInterval(GC_INTERVAL_MS)
         self.timer.timeout.connect(self.check)
         gc.disable()
-        self.timer.start()
+        if self.autostart:
+            self.timer.start()
 
     @classmethod
     def install(cls) -> "MainThreadGC | None":

@@ -209,10 +209,10 @@ def outlier_mask(channel_min: np.ndarray, channel_max: np.ndarray) -> np.ndarray
     return amax > OUTLIER_RATIO * median if median > 0 else np.zeros(amax.shape, dtype=bool)
 
 
-def _histogram_plot(left_log_axis: bool = True) -> tuple[pg.PlotWidget, pg.PlotItem]:
+def _histogram_plot(parent: QWidget) -> tuple[pg.PlotWidget, pg.PlotItem]:
     axis = style.LogAxis("left")
     axis.logMode = False
-    w = pg.PlotWidget(background=style.BACKGROUND, axisItems={"left": axis})
+    w = pg.PlotWidget(parent, background=style.BACKGROUND, axisItems={"left": axis})
     w.setAntialiasing(True)
     p = w.getPlotItem()
     p.setMenuEnabled(False)
@@ -253,10 +253,14 @@ class DistributionPanel(QWidget):
         top.addWidget(self.method_box)
         top.addWidget(self.log_box)
 
-        self.float_widget, self.float_plot = _histogram_plot()
-        self.quant_widget, self.quant_plot = _histogram_plot()
-        self.error_widget, self.error_plot = _histogram_plot()
-        self.channel_widget = pg.PlotWidget(background=style.BACKGROUND)
+        # the plots' container owns them from the start: a plot not in the grid yet (the
+        # channel plot of an activation) must not be a parentless, Python-owned widget, which
+        # only the garbage collector would destroy, at a moment nobody chose
+        plots = QWidget()
+        self.float_widget, self.float_plot = _histogram_plot(plots)
+        self.quant_widget, self.quant_plot = _histogram_plot(plots)
+        self.error_widget, self.error_plot = _histogram_plot(plots)
+        self.channel_widget = pg.PlotWidget(plots, background=style.BACKGROUND)
         self.channel_widget.setAntialiasing(True)
         self.channel_plot = self.channel_widget.getPlotItem()
         self.channel_plot.setMenuEnabled(False)
@@ -285,7 +289,6 @@ class DistributionPanel(QWidget):
         grid.setColumnStretch(0, 3)
         grid.setColumnStretch(1, 2)
         grid.setRowStretch(0, 1)
-        plots = QWidget()
         plots.setLayout(grid)
         self.empty = style.EmptyState(plots)
         layout = QVBoxLayout(self)

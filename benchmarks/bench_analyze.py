@@ -14,7 +14,8 @@ Model: the BERT-style encoder of :func:`benchmarks.models.bert_encoder` (2 layer
    layer, output metrics, histograms, findings with re-evaluated layers) against
    ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, int8
    activations) on the same samples, which only calibrates and writes a QDQ model.
-   Ratio = ours / onnxruntime (below 1.0: ours is faster).
+   Ratio = ours / onnxruntime (below 1.0: ours is faster), of the medians of ``--repeat``
+   alternating runs of each (a shared 2-core machine varies by +-30 % run to run).
 2. Peak memory of calibration alone, per method: each side runs in its own fresh
    subprocess (``--child``) that loads the model, calibrates on the same samples and
    reports its peak resident set size (``VmHWM`` in /proc/self/status; ``ru_maxrss`` would
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=32, help="calibration samples (default 32)")
     parser.add_argument("--methods", default="percentile,entropy", help="calibration methods to compare")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each side, alternating (default 3)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "CALIB", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -199,20 +201,26 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model_path, calib_path = prepare(folder, args.samples)
-        print(f"{'method':<11} {'ours analyze s':>15} {'ort quantize_static s':>22} {'ratio':>7}")
+        print(f"{'method':<11} {'ours analyze s':>15} {'ort quantize_static s':>22} {'ratio':>7}   "
+              f"(median of {args.repeat} alternating runs each; min in brackets)")
         for method in methods:
-            t = time.perf_counter()
-            doc = ours_analyze(model_path, calib_path, method)
-            ours_s = time.perf_counter() - t
-            t = time.perf_counter()
-            ort_quantize(model_path, calib_path, method, folder / f"q-{method}.onnx")
-            ort_s = time.perf_counter() - t
+            ours_times: list[float] = []
+            ort_times: list[float] = []
+            for _ in range(max(1, args.repeat)):
+                t = time.perf_counter()
+                doc = ours_analyze(model_path, calib_path, method)
+                ours_times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                ort_quantize(model_path, calib_path, method, folder / f"q-{method}.onnx")
+                ort_times.append(time.perf_counter() - t)
+            ours_s, ort_s = float(np.median(ours_times)), float(np.median(ort_times))
             n_layers = sum(1 for l in doc["layers"] if l.get("sqnr_db_isolated") is not None)
-            figures[method] = {"ours_s": ours_s, "ort_s": ort_s, "ratio": ours_s / ort_s, "layers_rated": n_layers,
+            figures[method] = {"ours_s": ours_s, "ort_s": ort_s, "ratio": ours_s / ort_s,
+                               "ours_runs_s": ours_times, "ort_runs_s": ort_times, "layers_rated": n_layers,
                                "findings": len(doc["findings"]), "output_sqnr_db": doc["outputs"][0]["sqnr_db"]}
-            print(f"{method:<11} {ours_s:15.2f} {ort_s:22.2f} {ours_s / ort_s:7.2f}   "
-                  f"({n_layers} layers rated both views, {len(doc['findings'])} findings; output SQNR "
-                  f"{doc['outputs'][0]['sqnr_db']:.1f} dB)")
+            print(f"{method:<11} {ours_s:8.2f} [{min(ours_times):4.2f}] {ort_s:15.2f} [{min(ort_times):4.2f}] "
+                  f"{ours_s / ort_s:7.2f}   ({n_layers} layers rated both views, {len(doc['findings'])} findings; "
+                  f"output SQNR {doc['outputs'][0]['sqnr_db']:.1f} dB)")
             sys.stdout.flush()
         print("peak RSS during calibration only, separate processes (MiB): peak (before calibrating -> increase)")
         print(f"{'method':<11} {'ours':>24} {'onnxruntime':>24} {'ours s':>8} {'ort s':>8}")

@@ -17,6 +17,7 @@ from engine.analysis import (
     AnalysisConfig,
     ErrorAccumulator,
     analysis_document,
+    energy,
     run_analysis,
 )
 from engine.calibrate import DataSpec, data_spec
@@ -44,6 +45,29 @@ def test_streaming_error_equals_one_shot_compare() -> None:
     assert got.n == want.n == 1999 and got.n_nonfinite == want.n_nonfinite == 1
     for key in ("cosine", "sqnr_db", "mse", "max_abs_err", "err_mean", "err_std", "err_skew", "err_kurtosis"):
         assert getattr(got, key) == pytest.approx(getattr(want, key), rel=REL), key
+
+
+def test_float32_accumulators_sharing_work_buffers_agree_with_float64() -> None:
+    """Interleaved accumulators of different tensor sizes reuse one thread's work buffers, and a
+    reference energy given by the caller (``ref2``) changes nothing: each still matches the
+    float64 one-shot comparison (tolerance: float32 partial sums over 4096-element chunks)."""
+    rng = np.random.default_rng(1)
+    shapes = [(64, 512), (7, 33), (128, 1024)]
+    refs = [rng.standard_normal(s).astype(np.float32) * 2 for s in shapes]
+    tests = [(r + rng.standard_normal(r.shape).astype(np.float32) * 0.05 + 0.01).astype(np.float32) for r in refs]
+    accs = [ErrorAccumulator() for _ in shapes]
+    given = [ErrorAccumulator() for _ in shapes]
+    for _ in range(2):  # two batches each, interleaved across the accumulators
+        for acc, with_energy, ref, test in zip(accs, given, refs, tests):
+            acc.update(ref, test, step=0.02)
+            with_energy.update(ref, test, step=0.02, ref2=energy(ref))
+    for acc, with_energy, ref, test in zip(accs, given, refs, tests):
+        got, other = acc.summary(), with_energy.summary()
+        want = compare(np.concatenate([ref, ref]).astype(np.float64), np.concatenate([test, test]).astype(np.float64))
+        for key in ("cosine", "sqnr_db", "mse", "max_abs_err", "err_mean", "err_std", "err_skew", "err_kurtosis"):
+            assert getattr(got, key) == getattr(other, key), key
+            assert getattr(got, key) == pytest.approx(getattr(want, key), rel=1e-4, abs=1e-9), key
+        assert got.hist_counts == other.hist_counts
 
 
 def test_error_histogram_is_in_steps() -> None:

@@ -127,9 +127,12 @@ def ours_analyze(model_path: Path, calib_path: Path, method: str) -> dict:
     from engine.analysis import AnalysisConfig, analysis_document, run_analysis
     from engine.calibrate import data_spec
     from engine.quant.qparams import QuantScheme
+    from engine.shards import auto_workers
 
     model = load_model(str(model_path))
-    result = run_analysis(model, data_spec(str(calib_path)), config=AnalysisConfig(scheme=QuantScheme(method=method)))
+    # the command line's default: one worker process per CPU (onnxruntime uses its thread pool)
+    config = AnalysisConfig(scheme=QuantScheme(method=method), workers=auto_workers())
+    result = run_analysis(model, data_spec(str(calib_path)), config=config)
     return analysis_document(result)
 
 

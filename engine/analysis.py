@@ -41,6 +41,7 @@ from engine.calibrate import (
     DataSpec,
     calibrate,
     open_data,
+    _shards,
     build_plan,
     quantized_weights,
 )
@@ -290,20 +291,7 @@ class ErrorAccumulator:
         self.sum_cross += r2_b + re_b
         self.sum_test2 += max(r2_b + 2.0 * re_b + e2_b, 0.0)
         self.max_abs = max(self.max_abs, float(max(e.max(), -e.min())))
-        n_a = self.n
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        m2_a, m3_a = self.m2, self.m3
-        self.m4 += (
-            m4_b
-            + delta**4 * n_a * n_b * (n_a * n_a - n_a * n_b + n_b * n_b) / n**3
-            + 6.0 * delta * delta * (n_a * n_a * m2_b + n_b * n_b * m2_a) / (n * n)
-            + 4.0 * delta * (n_a * m3_b - n_b * m3_a) / n
-        )
-        self.m3 += m3_b + delta**3 * n_a * n_b * (n_a - n_b) / (n * n) + 3.0 * delta * (n_a * m2_b - n_b * m2_a) / n
-        self.m2 += m2_b + delta * delta * n_a * n_b / n
-        self.mean += delta * n_b / n
-        self.n = n
+        self._combine(n_b, mean_b, m2_b, m3_b, m4_b)
         if step is None:
             return
         s = np.asarray(step, dtype=np.float64)
@@ -332,6 +320,44 @@ class ErrorAccumulator:
         self.over += int(counts[-1])
         inside = counts[1:-1]
         self.hist = inside if self.hist is None else self.hist + inside
+
+    def _combine(self, n_b: int, mean_b: float, m2_b: float, m3_b: float, m4_b: float) -> None:
+        """Merge a set's count, mean and central moment sums into this one's (Pebay)."""
+        n_a = self.n
+        n = n_a + n_b
+        if n_b == 0:
+            return
+        delta = mean_b - self.mean
+        m2_a, m3_a = self.m2, self.m3
+        self.m4 += (
+            m4_b
+            + delta**4 * n_a * n_b * (n_a * n_a - n_a * n_b + n_b * n_b) / n**3
+            + 6.0 * delta * delta * (n_a * n_a * m2_b + n_b * n_b * m2_a) / (n * n)
+            + 4.0 * delta * (n_a * m3_b - n_b * m3_a) / n
+        )
+        self.m3 += m3_b + delta**3 * n_a * n_b * (n_a - n_b) / (n * n) + 3.0 * delta * (n_a * m2_b - n_b * m2_a) / n
+        self.m2 += m2_b + delta * delta * n_a * n_b / n
+        self.mean += delta * n_b / n
+        self.n = n
+
+    def merge(self, other: "ErrorAccumulator") -> "ErrorAccumulator":
+        """Add everything ``other`` saw (as if its tensors had been given to this one); self."""
+        self._combine(other.n, other.mean, other.m2, other.m3, other.m4)
+        self.n_nonfinite += other.n_nonfinite
+        self.sum_ref2 += other.sum_ref2
+        self.sum_test2 += other.sum_test2
+        self.sum_cross += other.sum_cross
+        self.max_abs = max(self.max_abs, other.max_abs)
+        self.values += other.values
+        self.clipped += other.clipped
+        self.steps_n += other.steps_n
+        self.steps_sum += other.steps_sum
+        self.steps_sum2 += other.steps_sum2
+        if other.hist is not None:
+            self.hist = other.hist.copy() if self.hist is None else self.hist + other.hist
+        self.under += other.under
+        self.over += other.over
+        return self
 
     @property
     def sum_err2(self) -> float:
@@ -649,27 +675,20 @@ def _merge_paths(paths: dict[str, str], notes: dict[str, str], result: Any) -> N
     notes.update(getattr(result, "notes", {}))
 
 
-def evaluate(
+def _evaluate_range(
     model: Model,
     plan: QuantPlan,
+    int8: Any,
     data: CalibrationData,
-    batch: int = DEFAULT_BATCH,
-    labels: np.ndarray | None = None,
-    observe: CalibrationStats | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-    executor: Any = None,
-) -> tuple[list[LayerResult], list[OutputResult], dict[str, str]]:
-    """Isolated and accumulated error of every node, and output metrics, over all samples.
-
-    Per batch: one int8 run (every tensor kept, for the accumulated view) and one float run
-    whose hook evaluates each node alone with ``run_node`` on the float inputs (the isolated
-    view) and keeps the float outputs; then the accumulated view compares the two runs'
-    tensors by name (each float output's energy is computed once, for both views).
-    ``labels`` (one per sample, in data order) override labels read from the data.
-    ``observe``, when given, also collects activation statistics from the float run.
-    """
-    int8 = executor if executor is not None else int8_executor(model, plan)
+    start: int,
+    stop: int,
+    batch: int,
+    labels: np.ndarray | None,
+    observe: CalibrationStats | None,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> _EvalPartial:
+    """:func:`evaluate`'s work over samples ``start:stop`` in this process."""
     graph = model.graph
     float_exec = executor_for(model)
     acc: dict[str, ErrorAccumulator] = {}
@@ -771,9 +790,9 @@ def evaluate(
         return int8.run(feeds, intermediate=True)
 
     done = 0
-    total = data.num_samples
-    pos = 0
-    for n, feeds, file_labels in data.batches(batch, with_labels=labels is None):
+    total = stop - start
+    pos = start
+    for n, feeds, file_labels in data.batches(batch, start, stop, with_labels=labels is None):
         _check_cancel(cancel)
         batch_labels = labels[pos : pos + n] if labels is not None else file_labels
         pos += n
@@ -794,13 +813,101 @@ def evaluate(
         if progress is not None:
             progress(done, total)
 
+    return _EvalPartial(acc, iso, outs, outside, paths, notes, observe)
+
+
+@dataclass
+class _EvalPartial:
+    """What :func:`_evaluate_range` accumulates over a range of samples (mergeable)."""
+
+    acc: dict[str, ErrorAccumulator] = field(default_factory=dict)
+    iso: dict[str, ErrorAccumulator] = field(default_factory=dict)
+    outs: dict[str, _OutputAcc] = field(default_factory=dict)
+    outside: dict[str, list[int]] = field(default_factory=dict)  # node -> [beyond the range, values]
+    paths: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    observed: CalibrationStats | None = None
+
+    def merge(self, other: "_EvalPartial") -> "_EvalPartial":
+        """Add a later range's partial to this one (range order kept); self."""
+        for mine, theirs in ((self.acc, other.acc), (self.iso, other.iso)):
+            for name, a in theirs.items():
+                if name in mine:
+                    mine[name].merge(a)
+                else:
+                    mine[name] = a
+        for name, o in other.outs.items():
+            m = self.outs.setdefault(name, _OutputAcc())
+            m.error.merge(o.error)
+            m.agree += o.agree
+            m.total += o.total
+            m.correct_float += o.correct_float
+            m.correct_int8 += o.correct_int8
+            m.labelled += o.labelled
+            m.classifier = m.classifier or o.classifier
+        for name, (beyond, values) in other.outside.items():
+            counts = self.outside.setdefault(name, [0, 0])
+            counts[0] += beyond
+            counts[1] += values
+        _merge_paths(self.paths, self.notes, other)
+        if other.observed is not None:
+            self.observed = other.observed if self.observed is None else self.observed.merge(other.observed)
+        return self
+
+
+def evaluate(
+    model: Model,
+    plan: QuantPlan,
+    data: CalibrationData,
+    batch: int = DEFAULT_BATCH,
+    labels: np.ndarray | None = None,
+    observe: CalibrationStats | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    executor: Any = None,
+    workers: int = 1,
+) -> tuple[list[LayerResult], list[OutputResult], dict[str, str]]:
+    """Isolated and accumulated error of every node, and output metrics, over all samples.
+
+    Per batch: one int8 run (every tensor kept, for the accumulated view) and one float run
+    whose hook evaluates each node alone with ``run_node`` on the float inputs (the isolated
+    view) and keeps the float outputs; then the accumulated view compares the two runs'
+    tensors by name (each float output's energy is computed once, for both views).
+    ``labels`` (one per sample, in data order) override labels read from the data.
+    ``observe``, when given, also collects activation statistics from the float run.
+    ``workers > 1`` splits the samples (at run boundaries) over forked processes when
+    forking is safe (:func:`engine.shards.fork_is_safe`; else one process) and merges their
+    sums: the same statistics up to float64 rounding of the merge.
+    """
+    from engine.shards import fork_is_safe, run_forked
+
+    int8 = executor if executor is not None else int8_executor(model, plan)
+    graph = model.graph
+    shards = _shards(data.num_samples, data.run_size(batch), workers) if workers > 1 else []
+    if len(shards) > 1 and fork_is_safe():
+
+        def work(start: int, stop: int, prog: ProgressFn) -> _EvalPartial:
+            data.close()  # file handles shared with the parent: this process reopens its own
+            fresh = None if observe is None else CalibrationStats(synthetic=observe.synthetic, source=observe.source)
+            return _evaluate_range(model, plan, int8, data, start, stop, batch, labels, fresh, prog, None)
+
+        parts = run_forked(work, shards, progress, cancel, "evaluation")
+        partial = parts[0]
+        for part in parts[1:]:
+            partial.merge(part)
+    else:
+        partial = _evaluate_range(model, plan, int8, data, 0, data.num_samples, batch, labels, observe, progress, cancel)
+    if observe is not None and partial.observed is not None and partial.observed is not observe:
+        vars(observe).update(vars(partial.observed))
+    units = gelu_units(int8)
+    acc, iso, outside = partial.acc, partial.iso, partial.outside
     layers = [
         LayerResult(
             node.name,
             node.op_type,
             [o for o in node.outputs if o],
-            paths.get(node.name),
-            notes.get(node.name),
+            partial.paths.get(node.name),
+            partial.notes.get(node.name),
             acc[node.name].summary() if node.name in acc else None,
             iso[node.name].summary() if node.name in iso else None,
             units[node.name].node.name if node.name in units else None,
@@ -817,9 +924,9 @@ def evaluate(
             o.correct_int8 / o.labelled if o.labelled else None,
             o.labelled,
         )
-        for name, o in outs.items()
+        for name, o in partial.outs.items()
     ]
-    return layers, results, paths
+    return layers, results, partial.paths
 
 
 # -------------------------------------------------------------------------- probe
@@ -1079,7 +1186,7 @@ def run_analysis(
     observed = CalibrationStats(synthetic=eval_data.synthetic, source=eval_data.description) if stats is None else None
     executor = int8_executor(float_model, plan)
     layers, outputs, paths = evaluate(
-        float_model, plan, eval_data, cfg.batch, eval_labels, observed, phase, cancel, executor
+        float_model, plan, eval_data, cfg.batch, eval_labels, observed, phase, cancel, executor, workers=cfg.workers
     )
     offset[0] += eval_data.num_samples
     timings["evaluation_s"] = time.perf_counter() - t1

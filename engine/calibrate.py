@@ -971,7 +971,8 @@ def calibrate(
 ) -> CalibrationStats:
     """Observe every float activation over all samples of ``data``.
 
-    ``workers > 1`` shards the samples (at run boundaries) over spawned processes that
+    ``workers > 1`` shards the samples (at run boundaries) over worker processes: forked
+    ones when forking is safe (:func:`engine.shards.fork_is_safe`), else spawned ones that
     load the model from ``model.path`` themselves; statistics merge exactly. ``progress``
     gets (samples done, samples total); ``cancel()`` returning True raises Cancelled.
     """
@@ -980,6 +981,19 @@ def calibrate(
     shards = _shards(data.num_samples, data.run_size(batch), workers)
     if len(shards) <= 1:
         return _collect(model, data, 0, data.num_samples, batch, progress, cancel)
+    from engine.shards import fork_is_safe, run_forked
+
+    if fork_is_safe():  # forked workers start at once with the model and data already open
+
+        def work(start: int, stop: int, prog: ProgressFn) -> CalibrationStats:
+            data.close()  # file handles shared with the parent: this process reopens its own
+            return _collect(model, data, start, stop, batch, prog, None)
+
+        parts = run_forked(work, shards, progress, cancel, "calibration")
+        merged = parts[0]
+        for part in parts[1:]:
+            merged = merged.merge(part)
+        return merged
     return _collect_parallel(model, data, shards, batch, progress, cancel)
 
 

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from engine.shards import auto_workers
 from inspector.cliutil import (
     EXIT_OK,
     UsageError,
@@ -60,7 +61,9 @@ def add_quant_arguments(p: argparse.ArgumentParser, seed: bool = True) -> None:
                         "to float ('none' for all fallback); default: the executor's choice")
     p.add_argument("--rounding", choices=("half_even_float", "fixed_point_half_up"), default="half_even_float",
                    help="requantization rounding (default half_even_float, as onnxruntime)")
-    p.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="calibration processes (default 1)")
+    p.add_argument("--workers", type=_positive_int, default=auto_workers(), metavar="N",
+                   help="processes that calibrate and evaluate shares of the samples "
+                        f"(default {auto_workers()}: one per CPU, at most 8)")
     p.add_argument("--samples", type=_positive_int, metavar="N", help="use at most N samples of each data set")
     p.add_argument("--batch", type=_positive_int, default=16, metavar="N", help="samples per executor run (default 16)")
     if seed:

@@ -209,3 +209,32 @@ def test_values_outside_the_quantized_range() -> None:
     assert values_outside(x, qp) == 3
     per_channel = qparams_from_range(np.array([-1.0, -2.0]), np.array([1.0, 2.0]), axis=0)
     assert values_outside(x, per_channel) is None and values_outside(x, None) is None
+
+
+def test_two_evaluation_workers_give_the_same_result_as_one() -> None:
+    """Sharded evaluation merges to the one-process statistics (float64 rounding of the
+    merge: 1e-9 relative), counts exactly."""
+    from engine.samples import get_sample
+    from engine.shards import fork_is_safe
+
+    if not fork_is_safe():
+        pytest.skip("fork is not safe in this process")
+    sample = get_sample("cnn-digits")
+    model = load_model(sample.model)
+    spec = data_spec(str(sample.calib), limit=48)
+    one = run_analysis(model, spec, config=AnalysisConfig(batch=8, workers=1, findings=False))
+    two = run_analysis(model, spec, config=AnalysisConfig(batch=8, workers=2, findings=False))
+    assert [l.name for l in one.layers] == [l.name for l in two.layers]
+    for a, b in zip(one.layers, two.layers):
+        assert a.path == b.path and a.outside_fraction == b.outside_fraction
+        for view in ("isolated", "accumulated"):
+            sa, sb = getattr(a, view), getattr(b, view)
+            assert (sa is None) == (sb is None), (a.name, view)
+            if sa is None:
+                continue
+            assert sa.n == sb.n and sa.hist_counts == sb.hist_counts and sa.max_abs_err == sb.max_abs_err
+            for key in ("cosine", "sqnr_db", "mse", "err_mean", "err_std", "err_skew", "err_kurtosis"):
+                assert getattr(sb, key) == pytest.approx(getattr(sa, key), rel=1e-9, abs=1e-12), (a.name, view, key)
+    for a, b in zip(one.outputs, two.outputs):
+        assert a.top1_agreement == b.top1_agreement and a.accuracy_float == b.accuracy_float
+        assert b.error.sqnr_db == pytest.approx(a.error.sqnr_db, rel=1e-9)

@@ -173,7 +173,15 @@ def test_stats_merge_equals_one_pass(tmp_path, mlp) -> None:
     assert not first.tensors["y"].equals(whole.tensors["y"])
 
 
-def test_two_workers_give_the_same_plan_as_one() -> None:
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_two_workers_give_the_same_plan_as_one(start, monkeypatch) -> None:
+    """Forked workers (used when forking is safe) and spawned ones (else) merge exactly."""
+    import engine.shards
+
+    if start == "spawn":
+        monkeypatch.setattr(engine.shards, "fork_is_safe", lambda: False)
+    elif not engine.shards.fork_is_safe():
+        pytest.skip("fork is not safe in this process (another Python thread runs)")
     sample = get_sample("cnn-digits")
     model = load_model(sample.model)
     spec = data_spec(str(sample.calib))

@@ -1,0 +1,61 @@
+"""Forked shard workers: results in shard order, one-line errors, dead workers, cancel."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from engine.errors import Cancelled, ModelError
+from engine.shards import fork_is_safe, run_forked
+
+pytestmark = pytest.mark.skipif(not fork_is_safe(), reason="fork is not safe in this process")
+
+
+def test_results_come_back_in_shard_order_with_progress() -> None:
+    seen: list[int] = []
+
+    def work(start: int, stop: int, progress) -> tuple[int, int, int]:
+        for i in range(start, stop):
+            progress(i - start + 1, stop - start)
+        return (start, stop, os.getpid())
+
+    out = run_forked(work, [(0, 3), (3, 7), (7, 8)], progress=lambda done, total: seen.append(done))
+    assert [(a, b) for a, b, _ in out] == [(0, 3), (3, 7), (7, 8)]
+    assert all(pid != os.getpid() for _, _, pid in out)  # really in other processes
+    assert seen and seen[-1] == 8 and seen == sorted(seen)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_failing_worker_is_a_one_line_error() -> None:
+    def work(start: int, stop: int, progress) -> int:
+        if start:
+            raise ModelError("sample 3 is broken", "data.npz")
+        return 0
+
+    with pytest.raises(ModelError, match="sample 3 is broken"):
+        run_forked(work, [(0, 2), (2, 4)], what="evaluation")
+    assert multiprocessing.active_children() == []
+
+
+def test_a_dead_worker_is_reported() -> None:
+    def work(start: int, stop: int, progress) -> int:
+        os._exit(3)
+
+    with pytest.raises(ModelError, match=r"evaluation worker \d died \(exit code 3\)"):
+        run_forked(work, [(0, 1), (1, 2)], what="evaluation")
+
+
+def test_cancel_stops_the_workers() -> None:
+    import time
+
+    def work(start: int, stop: int, progress) -> int:
+        time.sleep(30)
+        return 0
+
+    t = time.monotonic()
+    with pytest.raises(Cancelled):
+        run_forked(work, [(0, 1), (1, 2)], cancel=lambda: time.monotonic() - t > 0.3)
+    assert time.monotonic() - t < 10
+    assert multiprocessing.active_children() == []

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import queue as queue_mod
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -926,35 +925,9 @@ def _collect_parallel(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    results: dict[int, CalibrationStats] = {}
-    done = 0
-    total = sum(b - a for a, b in shards)
-    try:
-        while len(results) < len(procs):
-            if cancel is not None and cancel():
-                raise Cancelled("calibration cancelled")
-            try:
-                kind, index, payload = messages.get(timeout=0.2)
-            except queue_mod.Empty:
-                dead = [i for i, p in enumerate(procs) if i not in results and not p.is_alive() and p.exitcode != 0]
-                if dead:
-                    raise ModelError(f"calibration worker {dead[0]} died (exit code {procs[dead[0]].exitcode})") from None
-                continue
-            if kind == "progress":
-                done += int(payload)
-                if progress is not None:
-                    progress(done, total)
-            elif kind == "result":
-                results[index] = payload
-            else:
-                raise ModelError(str(payload))
-    finally:
-        for p in procs:
-            if p.is_alive() and len(results) < len(procs):
-                p.terminate()
-        for p in procs:
-            p.join(timeout=5)
-        messages.close()
+    from engine.shards import gather
+
+    results = gather(procs, messages, sum(b - a for a, b in shards), progress, cancel, "calibration")
     merged = results[0]
     for i in range(1, len(procs)):
         merged = merged.merge(results[i])

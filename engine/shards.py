@@ -107,9 +107,23 @@ def run_forked(
         p = ctx.Process(target=_child, args=(messages, i, work, a, b, blas_threads), daemon=True)
         p.start()
         procs.append(p)
-    results: dict[int, T] = {}
+    return gather(procs, messages, sum(b - a for a, b in shards), progress, cancel, what)
+
+
+def gather(
+    procs: list[Any],
+    messages: Any,
+    total: int,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+    what: str,
+) -> list[Any]:
+    """Wait for one ``("result", index, value)`` message per worker process (forked or
+    spawned), forwarding ``("progress", index, samples)`` to ``progress(done, total)``; an
+    ``("error", index, line)`` message or a dead worker is a ModelError, ``cancel()`` a
+    Cancelled. Workers still running when this returns or raises are terminated."""
+    results: dict[int, Any] = {}
     done = 0
-    total = sum(b - a for a, b in shards)
     try:
         while len(results) < len(procs):
             if cancel is not None and cancel():

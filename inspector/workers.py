@@ -61,7 +61,8 @@ class MainThreadGC(QObject):
     ``BindingManager::runDeletionInMainThread``, seen here under load). So automatic
     collection is switched off and this timer does the same threshold-driven work, by
     generation, on the UI thread (as pyqtgraph's ``GarbageCollector`` does); a full collection
-    runs at most every :data:`FULL_GC_EVERY_S` so a big heap does not stall the UI each time.
+    runs at most every :data:`FULL_GC_EVERY_S`, and only when the oldest generation grew by a
+    quarter since the last one (CPython's rule), so a big heap does not stall the UI each time.
     """
 
     _instance: "MainThreadGC | None" = None
@@ -72,6 +73,7 @@ class MainThreadGC(QObject):
         super().__init__(parent)
         self.thresholds = gc.get_threshold()
         self._last_full = time.monotonic()
+        self._long_lived = 0  # objects in the oldest generation after the last full pass
         self.timer = QTimer(self)
         self.timer.setInterval(GC_INTERVAL_MS)
         self.timer.timeout.connect(self.check)
@@ -114,7 +116,13 @@ class MainThreadGC(QObject):
                 now = time.monotonic()
                 if c2 > t2 and now - self._last_full >= FULL_GC_EVERY_S:
                     self._last_full = now
-                    found += gc.collect(2)
+                    # as CPython's own rule: a full pass only once the oldest generation
+                    # grew by a quarter since the last one (a big model's scene and graph
+                    # are ~200k long-lived objects: a full pass over them costs ~80 ms)
+                    old = len(gc.get_objects(generation=2))
+                    if old - self._long_lived > self._long_lived // 4:
+                        found += gc.collect(2)
+                        self._long_lived = len(gc.get_objects(generation=2))
         return found
 
 

@@ -229,3 +229,30 @@ def test_full_collections_follow_cpythons_quarter_rule(runner: JobRunner) -> Non
         assert collector._long_lived == len(gc.get_objects(generation=2))
     finally:
         collector.thresholds, collector._last_full, collector._long_lived = saved
+
+
+def test_a_window_closed_while_its_job_runs_leaves_no_error(qtbot, pool) -> None:
+    """The runner (with its window) is deleted while a job runs: the job still finishes,
+    emitting into signals that stay alive until then (an exception in the pool thread's
+    ``run`` would be caught by pytest-qt and fail this test), and they are freed after."""
+    import shiboken6
+    from PySide6.QtCore import QObject
+
+    window = QObject()
+    runner = JobRunner(pool, window)
+    gate = threading.Event()
+    got: list[Any] = []
+
+    def job(progress: Any, cancel: Any) -> int:
+        gate.wait(10)
+        progress(1, 1)
+        return 7
+
+    worker = runner.start("load", job, on_result=got.append)
+    signals = worker.signals
+    shiboken6.delete(window)  # the runner and its relays go with it
+    assert not shiboken6.isValid(runner) and shiboken6.isValid(signals)
+    gate.set()
+    assert pool.waitForDone(TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not shiboken6.isValid(signals), timeout=TIMEOUT_MS)
+    assert got == []  # nobody is left to receive the result

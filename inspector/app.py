@@ -92,6 +92,8 @@ def run_app(
             return 2
     app = _application(argv or sys.argv[:1])
 
+    import shiboken6
+
     from inspector.main_window import MainWindow
     from inspector.session import CalibSource
 
@@ -105,7 +107,8 @@ def run_app(
             previous_hook(exc_type, exc, tb)
         from inspector.workers import error_message
 
-        window.show_message(error_message(exc), "error")
+        if shiboken6.isValid(window):  # closed windows are deleted
+            window.show_message(error_message(exc), "error")
 
     sys.excepthook = hook
     if profile:

@@ -464,6 +464,10 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("Deployment Inspector")
         self.setAcceptDrops(True)
+        # closing deletes the window: its panels' slots are lambdas that hold it, connected
+        # from C++ (invisible to Python's collector), so a closed window would otherwise
+        # live, with its model and results, as long as the process
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         preload_engine()
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.session = Session(settings=QuantSettings(profile=self._initial_profile()))
@@ -1043,6 +1047,12 @@ class MainWindow(QMainWindow):
 
         data_spec(path)  # ModelError for a missing path, before anything changes
         calib = CalibSource(os.path.abspath(path))
+        if self.jobs.is_running("load"):  # meant for the model being opened: used when it is in
+            self._pending_calib = calib
+            self._update_calib_label()
+            self.show_message(f"Calibration data {calib.label} set; the analysis starts when "
+                              f"{self.jobs.label('load').removeprefix('Loading ')} has loaded.", "info")
+            return
         if self.session.loaded is None:
             self._pending_calib = calib
             self._update_calib_label()
@@ -1199,6 +1209,8 @@ class MainWindow(QMainWindow):
         the table and then the NPU report / analysis jobs in the next turns."""
         self.jobs.cancel("npu")
         self.jobs.cancel("analysis")
+        if calib is None and self._pending_calib is not None:  # dropped while this model was loading
+            calib, analyse = self._pending_calib, True
         self._pending_calib = None
         self.session.set_loaded(loaded, calib)
         model = loaded.model

@@ -165,9 +165,10 @@ class Worker(QRunnable):
         self._cancel = threading.Event()
         self._last_emit = 0.0
         self._last_yield = 0.0
-        # the JobRunner keeps this object (and its signals) until ``finished`` has been
-        # handled on the UI thread; the pool must not delete it under queued signals
-        self.setAutoDelete(False)
+        # autoDelete stays on: the pool deletes the C++ runnable after ``run``. With it off,
+        # PySide keeps a reference to the Python object for ever, and with it the job's
+        # arguments (models, results): every job leaked. The signals are a separate object.
+        self.setAutoDelete(True)
 
     # called from the worker thread --------------------------------------------------
     def is_cancelled(self) -> bool:

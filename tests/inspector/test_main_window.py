@@ -243,6 +243,58 @@ def test_dropping_calibration_data_runs_the_analysis(qtbot, window: MainWindow, 
     assert model.raw(model.row_of("matmul"), "cosine") > 0.99
 
 
+def test_calibration_dropped_while_the_model_loads_is_used(
+    qtbot, window: MainWindow, small_model: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Found by a soak test: calibration data dropped while the model was still loading was
+    silently forgotten. It is kept for that model and the analysis runs once it has loaded."""
+    import threading
+
+    import inspector.main_window as main_window
+
+    gate = threading.Event()
+    real = main_window.load_model_job
+
+    def slow_load(*args, **kwargs):
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(main_window, "load_model_job", slow_load)
+    window.open_path(small_model)
+    qtbot.waitUntil(lambda: window.jobs.is_running("load"), timeout=LONG_MS)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(0).standard_normal((24, 16)).astype(np.float32))
+    assert drop(window, calib)
+    assert "calib.npz" in window.message and "has loaded" in window.message
+    with qtbot.waitSignal(window.analysis_finished, timeout=LONG_MS):
+        gate.set()
+    wait_idle(qtbot, window)
+    result = window.session.analysis
+    assert result.calibration["samples"] == 24 and not result.calibration["synthetic"]
+    assert "calib.npz" in window.calib_label.text()
+
+
+def test_a_closed_window_is_freed_with_its_model(qtbot, small_model: str, tmp_path: Path) -> None:
+    """Found by a soak test: closed windows (and their models and results) were never freed,
+    held by lambdas connected to their own panels' signals."""
+    import gc
+    import weakref
+
+    pool = QThreadPool()
+    w = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat), pool)
+    w.show()
+    w.open_path(small_model)
+    qtbot.waitUntil(lambda: w.session.loaded is not None and not w.jobs.busy, timeout=LONG_MS)
+    model = weakref.ref(w.session.loaded.model)
+    ref = weakref.ref(w)
+    w.close()
+    del w
+    qtbot.wait(50)  # the deferred delete of the closed window
+    assert pool.waitForDone(LONG_MS)
+    gc.collect()
+    assert ref() is None and model() is None
+
+
 def test_bad_calibration_data_is_a_message_not_a_crash(qtbot, window: MainWindow, small_model: str, tmp_path: Path) -> None:
     window.open_path(small_model)
     qtbot.waitUntil(lambda: window.session.loaded is not None, timeout=LONG_MS)

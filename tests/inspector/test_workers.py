@@ -256,3 +256,23 @@ def test_a_window_closed_while_its_job_runs_leaves_no_error(qtbot, pool) -> None
     assert pool.waitForDone(TIMEOUT_MS)
     qtbot.waitUntil(lambda: not shiboken6.isValid(signals), timeout=TIMEOUT_MS)
     assert got == []  # nobody is left to receive the result
+
+
+def test_a_finished_job_and_its_arguments_are_freed(qtbot, runner: JobRunner, pool) -> None:
+    """A job's arguments (a model, a result) must not outlive it: with autoDelete off, PySide
+    kept every started runnable, and so every model ever analysed, alive."""
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    arg = Big()
+    ref = weakref.ref(arg)
+    done: list[Any] = []
+    runner.start("npu", lambda big, progress, cancel: 1, arg, on_result=done.append)
+    del arg
+    qtbot.waitUntil(lambda: done == [1] and runner.pending() == 0, timeout=TIMEOUT_MS)
+    assert pool.waitForDone(TIMEOUT_MS)
+    gc.collect()
+    assert ref() is None

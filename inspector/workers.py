@@ -318,13 +318,15 @@ class JobRunner(QObject):
         self._serial += 1
         job = _Job(kind, worker, on_result, on_error, on_cancel)
         worker.signals.job_key = self._serial
-        # Qt owns it now, freed by deleteLater once its ``finished`` reached the UI thread,
-        # never by Python's GC mid-signal. The application owns it, not this runner: a window
-        # closed while the job runs deletes its runner, and the worker must still find its
-        # signals alive to emit into (the relays are gone with the runner: nothing arrives).
+        # Qt owns it now, freed by deleteLater once its ``finished`` reached this runner on
+        # the UI thread, never by Python's GC mid-signal. The application owns it, not this
+        # runner: a window closed while the job runs deletes its runner, and the worker must
+        # still find its signals alive to emit into (the relays are gone with the runner:
+        # nothing arrives; those few signal objects stay until the application ends).
+        # Not ``finished.connect(deleteLater)``: a signal object deleted that way lost the
+        # runner's own queued ``finished`` now and then (1 run in 3 here).
         app = QCoreApplication.instance()
         worker.signals.setParent(app if app is not None else self)
-        worker.signals.finished.connect(worker.signals.deleteLater)
         self._jobs[self._serial] = job
         s = worker.signals
         relay = _Relay(self, self._serial)
@@ -413,6 +415,7 @@ class JobRunner(QObject):
         if self._is_current(job):  # no verdict arrived (should not happen): free the kind
             self._release(job)
         self._jobs.pop(key, None)
+        job.signals.deleteLater()
         if job.relay is not None:
             job.relay.deleteLater()
         self.job_finished.emit(job.kind)

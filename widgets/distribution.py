@@ -399,9 +399,10 @@ class DistributionPanel(QWidget):
             return
         for p in (self.float_plot, self.quant_plot, self.error_plot):
             axis = p.getAxis("left")
-            p.setLabel("left", "count (log)" if self.log_scale else "count")  # before the mode: its SI prefix reads the range
-            axis.logMode = self.log_scale
-            axis.picture = None
+            if axis.logMode != self.log_scale:  # a re-layout and a new axis picture only on a change
+                p.setLabel("left", "count (log)" if self.log_scale else "count")  # before the mode: its SI prefix reads the range
+                axis.logMode = self.log_scale
+                axis.picture = None
         self._draw_float()
         self._draw_quantized()
         self._draw_error()

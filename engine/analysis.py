@@ -150,6 +150,11 @@ def _scratch_buffers(dtype: type, size: int) -> tuple[np.ndarray, np.ndarray, np
     return have[0][:size], have[1][:size], have[2][:size]
 
 
+def release_scratch() -> None:
+    """Free this thread's work arrays (see :func:`_scratch_buffers`)."""
+    _scratch.__dict__.clear()
+
+
 def energy(ref: np.ndarray) -> float:
     """``sum(ref**2)`` as :meth:`ErrorAccumulator.update` computes it (pass it as ``ref2``
     when one reference is compared with several tensors)."""
@@ -792,27 +797,29 @@ def _evaluate_range(
     done = 0
     total = stop - start
     pos = start
-    for n, feeds, file_labels in data.batches(batch, start, stop, with_labels=labels is None):
-        _check_cancel(cancel)
-        batch_labels = labels[pos : pos + n] if labels is not None else file_labels
-        pos += n
-        if observe is not None:
-            for name, value in feeds.items():
-                if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                    observe.observe(model, name, value)
-        result = run_int8(feeds)
-        ref_out, captured = float_pass(feeds)
-        accumulated_pass(captured, result)
-        _merge_paths(paths, notes, result)
-        output_metrics(ref_out, result, batch_labels)
-        del captured, result, ref_out
-        if observe is not None:
-            observe.samples += n
-            observe.runs += 1
-        done += n
-        if progress is not None:
-            progress(done, total)
-
+    try:
+        for n, feeds, file_labels in data.batches(batch, start, stop, with_labels=labels is None):
+            _check_cancel(cancel)
+            batch_labels = labels[pos : pos + n] if labels is not None else file_labels
+            pos += n
+            if observe is not None:
+                for name, value in feeds.items():
+                    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                        observe.observe(model, name, value)
+            result = run_int8(feeds)
+            ref_out, captured = float_pass(feeds)
+            accumulated_pass(captured, result)
+            _merge_paths(paths, notes, result)
+            output_metrics(ref_out, result, batch_labels)
+            del captured, result, ref_out
+            if observe is not None:
+                observe.samples += n
+                observe.runs += 1
+            done += n
+            if progress is not None:
+                progress(done, total)
+    finally:
+        release_scratch()  # the work arrays are as big as the largest tensor: not kept between analyses
     return _EvalPartial(acc, iso, outs, outside, paths, notes, observe)
 
 

@@ -45,6 +45,17 @@ from engine.npu import NpuProfile
 MAX_TILES = 8
 
 
+def time_unit(span_ns: float) -> tuple[str, float]:
+    """(unit name, ns per unit) for an axis spanning ``span_ns``: ns, µs, ms or s."""
+    if span_ns < 1e4:
+        return "ns", 1.0
+    if span_ns < 1e7:
+        return "µs", 1e3
+    if span_ns < 1e10:
+        return "ms", 1e6
+    return "s", 1e9
+
+
 @dataclass(frozen=True)
 class Event:
     """One busy interval of a lane. ``node`` is a node name or a fused group's label."""

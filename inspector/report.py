@@ -50,6 +50,7 @@ from PySide6.QtGui import (
 
 from engine.errors import Cancelled
 from engine.fileio import write_bytes
+from engine.timeline import time_unit
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -148,17 +149,6 @@ def fmt_ns(ns: float | None) -> str:
         if a < limit:
             return f"{ns:.0f} ns" if unit == "ns" else f"{ns / div:#.3g}".rstrip(".") + f" {unit}"
     return f"{ns / 1e9:#.3g}".rstrip(".") + " s"
-
-
-def time_unit(span_ns: float) -> tuple[str, float]:
-    """(unit, ns per unit) for an axis spanning ``span_ns``."""
-    if span_ns < 1e4:
-        return "ns", 1.0
-    if span_ns < 1e7:
-        return "µs", 1e3
-    if span_ns < 1e10:
-        return "ms", 1e6
-    return "s", 1e9
 
 
 def fmt_bytes(n: float | None) -> str:

@@ -17,6 +17,8 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QLabel, QStackedWidget, QWidget
 
+from engine.timeline import time_unit  # noqa: F401 (the timeline panel's axis unit)
+
 FONT_FAMILY = "DejaVu Sans"
 FONT_SIZE = 9  # points, labels and tables
 TITLE_SIZE = 10  # points, plot titles
@@ -165,17 +167,6 @@ def format_ns(ns: float) -> str:
         if float(f"{a / scale:.3g}") < 1000:
             return f"{_sig3(ns / scale)} {unit}"
     return f"{_sig3(ns / 1e9)} s"
-
-
-def time_unit(span_ns: float) -> tuple[str, float]:
-    """(unit name, ns per unit) for an axis spanning ``span_ns``: ns, µs, ms or s."""
-    if span_ns < 1e4:
-        return "ns", 1.0
-    if span_ns < 1e7:
-        return "µs", 1e3
-    if span_ns < 1e10:
-        return "ms", 1e6
-    return "s", 1e9
 
 
 def format_bytes(n: float) -> str:

@@ -8,31 +8,17 @@ import pickle
 import numpy as np
 import pytest
 
-from inspector.cli import main
 from tests.builders import matmul_relu, save
+from tests.inspector.cli_helpers import assert_one_line_error, run_cli
 
 LAYER_KEYS = ("name", "op_type", "cosine", "sqnr_db", "mse", "max_abs_err", "clip_fraction", "cosine_isolated", "sqnr_db_isolated")
 OUTPUT_KEYS = ("name", "cosine", "sqnr_db", "max_abs_err", "top1_agreement")
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(err: str, *needles: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-
-
 @pytest.mark.parametrize("sample, nodes, min_int8_accuracy", [("cnn-digits", 13, 0.95), ("vit-digits", 85, 0.90)])
 def test_analyze_samples_write_the_json_keys(tmp_path, capsys, sample, nodes, min_int8_accuracy) -> None:
     out_json = tmp_path / "a.json"
-    code, out, err = _run(capsys, "analyze", "--sample", sample, "--method", "percentile", "--json", str(out_json))
+    code, out, err = run_cli(capsys, "analyze", "--sample", sample, "--method", "percentile", "--json", str(out_json))
     assert code == 0, err
     doc = json.loads(out_json.read_text())
     assert len(doc["layers"]) == nodes
@@ -60,7 +46,7 @@ def test_analyze_samples_write_the_json_keys(tmp_path, capsys, sample, nodes, mi
 def test_synthetic_calibration_is_said_plainly(tmp_path, capsys) -> None:
     model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
     out_json = tmp_path / "a.json"
-    code, out, err = _run(capsys, "analyze", model, "--samples", "8", "--json", str(out_json))
+    code, out, err = run_cli(capsys, "analyze", model, "--samples", "8", "--json", str(out_json))
     assert code == 0, err
     assert "SYNTHETIC" in out
     doc = json.loads(out_json.read_text())
@@ -83,31 +69,31 @@ def test_broken_calibration_data_exit_2(tmp_path, capsys, arrays, needles) -> No
     model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
     calib = tmp_path / "calib.npz"
     np.savez(calib, **arrays)
-    code, out, err = _run(capsys, "analyze", model, "--calib", str(calib))
+    code, out, err = run_cli(capsys, "analyze", model, "--calib", str(calib))
     assert code == 2
-    _one_line_error(err, "calib.npz", *needles)
+    assert_one_line_error(err, "calib.npz", *needles)
 
 
 def test_pickle_file_and_missing_file_exit_2(tmp_path, capsys) -> None:
     model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
     bad = tmp_path / "calib.npz"
     bad.write_bytes(pickle.dumps({"x": np.zeros((2, 16), np.float32)}))
-    code, _, err = _run(capsys, "analyze", model, "--calib", str(bad))
+    code, _, err = run_cli(capsys, "analyze", model, "--calib", str(bad))
     assert code == 2
-    _one_line_error(err, "pickle")
-    code, _, err = _run(capsys, "analyze", model, "--calib", str(tmp_path / "none.npz"))
+    assert_one_line_error(err, "pickle")
+    code, _, err = run_cli(capsys, "analyze", model, "--calib", str(tmp_path / "none.npz"))
     assert code == 2
-    _one_line_error(err, "none.npz", "no such file")
+    assert_one_line_error(err, "none.npz", "no such file")
 
 
 def test_usage_errors_exit_2(tmp_path, capsys) -> None:
     model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
-    code, _, err = _run(capsys, "analyze", model, "--scheme", "int4")
+    code, _, err = run_cli(capsys, "analyze", model, "--scheme", "int4")
     assert code == 2
-    _one_line_error(err, "--scheme", "int4")
-    code, _, err = _run(capsys, "analyze", model, "--float-ops", "Conv")
+    assert_one_line_error(err, "--scheme", "int4")
+    code, _, err = run_cli(capsys, "analyze", model, "--float-ops", "Conv")
     assert code == 2
-    _one_line_error(err, "Conv")
+    assert_one_line_error(err, "Conv")
 
 
 def test_labels_file_with_labels_only(tmp_path, capsys) -> None:
@@ -116,25 +102,25 @@ def test_labels_file_with_labels_only(tmp_path, capsys) -> None:
     np.savez(tmp_path / "c.npz", x=x)
     np.savez(tmp_path / "l.npz", labels=np.arange(20) % 8)
     out_json = tmp_path / "a.json"
-    code, out, err = _run(capsys, "analyze", model, "--calib", str(tmp_path / "c.npz"), "--labels", str(tmp_path / "l.npz"), "--json", str(out_json))
+    code, out, err = run_cli(capsys, "analyze", model, "--calib", str(tmp_path / "c.npz"), "--labels", str(tmp_path / "l.npz"), "--json", str(out_json))
     assert code == 0, err
     o = json.loads(out_json.read_text())["outputs"][0]
     assert o["labelled_samples"] == 20 and o["accuracy_float"] is not None
     np.savez(tmp_path / "short.npz", labels=np.arange(5))
-    code, _, err = _run(capsys, "analyze", model, "--calib", str(tmp_path / "c.npz"), "--labels", str(tmp_path / "short.npz"))
+    code, _, err = run_cli(capsys, "analyze", model, "--calib", str(tmp_path / "c.npz"), "--labels", str(tmp_path / "short.npz"))
     assert code == 2
-    _one_line_error(err, "short.npz", "5 labels for 20")
+    assert_one_line_error(err, "short.npz", "5 labels for 20")
     np.savez(tmp_path / "nolabels.npz", y=np.arange(20))
-    code, _, err = _run(capsys, "analyze", model, "--calib", str(tmp_path / "c.npz"), "--labels", str(tmp_path / "nolabels.npz"))
+    code, _, err = run_cli(capsys, "analyze", model, "--calib", str(tmp_path / "c.npz"), "--labels", str(tmp_path / "nolabels.npz"))
     assert code == 2
-    _one_line_error(err, "no 'labels' array")
+    assert_one_line_error(err, "no 'labels' array")
 
 
 def test_workers_give_the_same_report(tmp_path, capsys) -> None:
     docs = []
     for workers in ("1", "2"):
         out_json = tmp_path / f"w{workers}.json"
-        code, _, err = _run(capsys, "analyze", "--sample", "cnn-digits", "--samples", "48", "--workers", workers,
+        code, _, err = run_cli(capsys, "analyze", "--sample", "cnn-digits", "--samples", "48", "--workers", workers,
                             "--method", "entropy", "--json", str(out_json))
         assert code == 0, err
         docs.append(json.loads(out_json.read_text()))
@@ -145,7 +131,7 @@ def test_workers_give_the_same_report(tmp_path, capsys) -> None:
 def test_no_quant_lists_layers(tmp_path, capsys) -> None:
     model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
     out_json = tmp_path / "a.json"
-    code, out, _ = _run(capsys, "analyze", model, "--no-quant", "--json", str(out_json))
+    code, out, _ = run_cli(capsys, "analyze", model, "--no-quant", "--json", str(out_json))
     assert code == 0
     doc = json.loads(out_json.read_text())
     assert [l["name"] for l in doc["layers"]] == ["matmul", "bias", "relu"] and doc["quantization"] is None
@@ -155,10 +141,10 @@ def test_run_int8(tmp_path, capsys) -> None:
     from engine.samples import get_sample
 
     calib = str(get_sample("cnn-digits").calib)
-    code, out, err = _run(capsys, "run", "--sample", "cnn-digits", "--int8", "--inputs", calib, "-o", str(tmp_path / "q.npz"))
+    code, out, err = run_cli(capsys, "run", "--sample", "cnn-digits", "--int8", "--inputs", calib, "-o", str(tmp_path / "q.npz"))
     assert code == 0, err
     assert "calibrated with minmax on 64 samples" in out
-    code, _, err = _run(capsys, "run", "--sample", "cnn-digits", "--inputs", calib, "-o", str(tmp_path / "f.npz"))
+    code, _, err = run_cli(capsys, "run", "--sample", "cnn-digits", "--inputs", calib, "-o", str(tmp_path / "f.npz"))
     assert code == 0, err
     q = np.load(tmp_path / "q.npz")["logits"]
     f = np.load(tmp_path / "f.npz")["logits"]
@@ -167,9 +153,9 @@ def test_run_int8(tmp_path, capsys) -> None:
     assert np.abs(q - f).max() < 0.1 * np.abs(f).max()
     assert np.mean(q.argmax(1) == f.argmax(1)) >= 0.95
     model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
-    code, _, err = _run(capsys, "run", model, "--int8", "-o", str(tmp_path / "x.npz"))
+    code, _, err = run_cli(capsys, "run", model, "--int8", "-o", str(tmp_path / "x.npz"))
     assert code == 2
-    _one_line_error(err, "--calib")
+    assert_one_line_error(err, "--calib")
 
 
 def _qdq_model(tmp_path) -> tuple[str, np.ndarray]:
@@ -225,7 +211,7 @@ def test_qdq_model_uses_its_own_scales(tmp_path, capsys) -> None:
     labels = np.arange(32) % 10
     np.savez(tmp_path / "val.npz", x=x, labels=labels)
     out_json = tmp_path / "a.json"
-    code, out, err = _run(capsys, "analyze", path, "--labels", str(tmp_path / "val.npz"), "--json", str(out_json))
+    code, out, err = run_cli(capsys, "analyze", path, "--labels", str(tmp_path / "val.npz"), "--json", str(out_json))
     assert code == 0, err
     assert "scales from the model's QuantizeLinear/DequantizeLinear nodes" in out
     doc = json.loads(out_json.read_text())
@@ -235,7 +221,7 @@ def test_qdq_model_uses_its_own_scales(tmp_path, capsys) -> None:
     assert doc["outputs"][0]["labelled_samples"] == 32
     # run --int8 needs no calibration data on a QDQ model, and matches onnxruntime's QDQ run
     np.savez(tmp_path / "in.npz", x=x)
-    code, _, err = _run(capsys, "run", path, "--int8", "--inputs", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"))
+    code, _, err = run_cli(capsys, "run", path, "--int8", "--inputs", str(tmp_path / "in.npz"), "-o", str(tmp_path / "o.npz"))
     assert code == 0, err
     ours = np.load(tmp_path / "o.npz")["y"]
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]

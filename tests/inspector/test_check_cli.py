@@ -10,27 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from inspector.cli import main
 from tests.builders import matmul_relu, save
+from tests.inspector.cli_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_GATES = ["--min-cosine", "0.9", "--min-sqnr-db", "10", "--max-accuracy-drop", "5", "--max-latency-ms", "10",
              "--min-layer-sqnr-db", "15", "--max-float-ops", "0"]
 FAST = ["--samples", "16"]
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(err: str, *needles: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and "internal error" not in err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def _gate_lines(out: str) -> dict[str, str]:
@@ -39,7 +25,7 @@ def _gate_lines(out: str) -> dict[str, str]:
 
 def test_all_gates_pass_on_the_cnn_sample(tmp_path, capsys) -> None:
     junit, js = tmp_path / "gate.xml", tmp_path / "gate.json"
-    code, out, err = _run(capsys, "check", "--sample", "cnn-digits", *FAST, *ALL_GATES,
+    code, out, err = run_cli(capsys, "check", "--sample", "cnn-digits", *FAST, *ALL_GATES,
                           "--junit", str(junit), "--json", str(js))
     assert code == 0, out + err
     lines = _gate_lines(out)
@@ -60,7 +46,7 @@ def test_all_gates_pass_on_the_cnn_sample(tmp_path, capsys) -> None:
 
 def test_a_failing_gate_exits_1_and_names_the_layer(tmp_path, capsys) -> None:
     junit = tmp_path / "gate.xml"
-    code, out, err = _run(capsys, "check", "--sample", "cnn-digits", *FAST, "--min-cosine", "0.9",
+    code, out, err = run_cli(capsys, "check", "--sample", "cnn-digits", *FAST, "--min-cosine", "0.9",
                           "--min-layer-sqnr-db", "60", "--junit", str(junit))
     assert code == 1, out + err
     assert err == ""
@@ -77,21 +63,21 @@ def test_config_file_and_command_line_override(tmp_path, capsys) -> None:
     config = tmp_path / "gate.toml"
     config.write_text("min_cosine = 1.0\nmax_latency_ms = 1000.0\n")
     model = save(matmul_relu(batch=2, k=16, n=8), tmp_path / "m.onnx")
-    code, out, _ = _run(capsys, "check", model, "--samples", "8", "--config", str(config))
+    code, out, _ = run_cli(capsys, "check", model, "--samples", "8", "--config", str(config))
     assert code == 1 and _gate_lines(out)["min_cosine"].startswith("FAIL")  # int8 is never exactly 1.0
     assert "SYNTHETIC" in out  # no --calib: the gate says its data is synthetic
-    code, out, _ = _run(capsys, "check", model, "--samples", "8", "--config", str(config), "--min-cosine", "0.5")
+    code, out, _ = run_cli(capsys, "check", model, "--samples", "8", "--config", str(config), "--min-cosine", "0.5")
     assert code == 0, out
     lines = _gate_lines(out)
     assert ">= 0.5" in lines["min_cosine"] and lines["max_latency_ms"].startswith("PASS")
 
 
 def test_no_quant_checks_cost_gates_only(tmp_path, capsys) -> None:
-    code, out, err = _run(capsys, "check", "--sample", "vit-digits", "--no-quant", "--max-latency-ms", "1e-6")
+    code, out, err = run_cli(capsys, "check", "--sample", "vit-digits", "--no-quant", "--max-latency-ms", "1e-6")
     assert code == 1 and "FAIL  max_latency_ms" in out, out + err
-    code, _, err = _run(capsys, "check", "--sample", "vit-digits", "--no-quant", "--min-sqnr-db", "20")
+    code, _, err = run_cli(capsys, "check", "--sample", "vit-digits", "--no-quant", "--min-sqnr-db", "20")
     assert code == 2
-    _one_line_error(err, "--no-quant", "min_sqnr_db")
+    assert_one_line_error(err, "--no-quant", "min_sqnr_db")
 
 
 @pytest.mark.parametrize(
@@ -113,29 +99,29 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, needles) -> Non
     argv = [str(tmp_path / a) if a in ("MODEL", "NOPE.toml") else a for a in argv]
     if str(tmp_path / "MODEL") in argv:
         save(matmul_relu(batch=2), argv[0])
-    code, _, err = _run(capsys, "check", *argv)
+    code, _, err = run_cli(capsys, "check", *argv)
     assert code == 2
-    _one_line_error(err, *needles)
+    assert_one_line_error(err, *needles)
 
 
 def test_bad_config_file_exits_2_naming_it(tmp_path, capsys) -> None:
     config = tmp_path / "gate.toml"
     config.write_text("min_cosine = 0.9\nmax_latency = 3\n")
-    code, _, err = _run(capsys, "check", "--sample", "cnn-digits", "--config", str(config))
+    code, _, err = run_cli(capsys, "check", "--sample", "cnn-digits", "--config", str(config))
     assert code == 2
-    _one_line_error(err, str(config), "unknown key 'max_latency'")
+    assert_one_line_error(err, str(config), "unknown key 'max_latency'")
 
 
 def test_unwritable_outputs_exit_2_and_leave_nothing(tmp_path, capsys) -> None:
     missing = tmp_path / "no-such-dir" / "gate.xml"
-    code, out, err = _run(capsys, "check", "--sample", "cnn-digits", "--min-cosine", "0.5", "--junit", str(missing))
+    code, out, err = run_cli(capsys, "check", "--sample", "cnn-digits", "--min-cosine", "0.5", "--junit", str(missing))
     assert code == 2 and out == ""  # refused before the analysis runs
-    _one_line_error(err, str(missing), "--junit", "does not exist")
+    assert_one_line_error(err, str(missing), "--junit", "does not exist")
     folder = tmp_path / "out"
     folder.mkdir()
-    code, _, err = _run(capsys, "check", "--sample", "cnn-digits", "--min-cosine", "0.5", "--json", str(folder))
+    code, _, err = run_cli(capsys, "check", "--sample", "cnn-digits", "--min-cosine", "0.5", "--json", str(folder))
     assert code == 2
-    _one_line_error(err, "is a folder")
+    assert_one_line_error(err, "is a folder")
 
 
 def test_read_only_folder_exits_2_and_leaves_nothing(tmp_path, capsys) -> None:
@@ -145,9 +131,9 @@ def test_read_only_folder_exits_2_and_leaves_nothing(tmp_path, capsys) -> None:
     try:
         if os.access(ro, os.W_OK):
             pytest.skip("running as a user who can write anywhere (root)")
-        code, _, err = _run(capsys, "check", "--sample", "cnn-digits", "--min-cosine", "0.5", "--junit", str(ro / "g.xml"))
+        code, _, err = run_cli(capsys, "check", "--sample", "cnn-digits", "--min-cosine", "0.5", "--junit", str(ro / "g.xml"))
         assert code == 2 and os.listdir(ro) == []
-        _one_line_error(err, "not writable")
+        assert_one_line_error(err, "not writable")
     finally:
         os.chmod(ro, 0o700)
 

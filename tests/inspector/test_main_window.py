@@ -6,7 +6,6 @@ a private thread pool per test; every wait has a generous timeout (the machine i
 
 from __future__ import annotations
 
-import os
 
 import time
 from pathlib import Path
@@ -288,7 +287,7 @@ def test_a_closed_window_is_freed_with_its_model(qtbot, small_model: str, tmp_pa
     model = weakref.ref(w.session.loaded.model)
     ref = weakref.ref(w)
     w.close()
-    del w
+    w = None  # the test's own reference goes too
     qtbot.wait(50)  # the deferred delete of the closed window
     assert pool.waitForDone(LONG_MS)
     gc.collect()

@@ -20,6 +20,7 @@ import onnx
 import pytest
 
 from inspector.cli import main
+from tests.inspector.cli_helpers import run_cli
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("pdftotext", "pdfinfo", "pdffonts")),
@@ -27,12 +28,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 CJK_TITLE = "部署报告 ViT 数字识别"
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _pdftotext(path: Path, first: int | None = None, last: int | None = None) -> str:
@@ -138,10 +133,10 @@ def test_no_temporary_files_left(vit_report) -> None:
 
 def test_letter_and_a4_differ_and_gates_give_the_verdict(tmp_path, capsys, qapp) -> None:
     a4, letter, js = tmp_path / "a4.pdf", tmp_path / "letter.pdf", tmp_path / "letter.json"
-    code, _out, err = _run(capsys, "report", "--sample", "vit-digits", "--no-quant", "-o", str(a4))
+    code, _out, err = run_cli(capsys, "report", "--sample", "vit-digits", "--no-quant", "-o", str(a4))
     assert code == 0, err
     # a latency budget of 1 ns fails: exit 1, the report is still written with the verdict
-    code, out, err = _run(capsys, "report", "--sample", "vit-digits", "--no-quant", "--page-size", "letter",
+    code, out, err = run_cli(capsys, "report", "--sample", "vit-digits", "--no-quant", "--page-size", "letter",
                           "-o", str(letter), "--json", str(js), "--max-latency-ms", "0.000001", "--max-float-ops", "1000")
     assert code == 1, err
     assert "FAILED" in out and "max_latency_ms" in out
@@ -157,7 +152,7 @@ def test_letter_and_a4_differ_and_gates_give_the_verdict(tmp_path, capsys, qapp)
 
 def test_quant_gates_with_no_quant_are_a_usage_error(tmp_path, capsys) -> None:
     pdf = tmp_path / "r.pdf"
-    code, _out, err = _run(capsys, "report", "--sample", "vit-digits", "--no-quant", "-o", str(pdf), "--min-cosine", "0.99")
+    code, _out, err = run_cli(capsys, "report", "--sample", "vit-digits", "--no-quant", "-o", str(pdf), "--min-cosine", "0.99")
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "min_cosine" in err
     assert not pdf.exists()
@@ -171,7 +166,7 @@ def test_unwritable_output_is_exit_2_one_line_nothing_left(tmp_path, capsys, tar
     if target == "ok.pdf":  # the PDF could be written, the JSON cannot: neither is
         argv += ["--json", str(tmp_path / "missing-folder" / "r.json")]
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, _out, err = _run(capsys, *argv)
+    code, _out, err = run_cli(capsys, *argv)
     assert code == 2
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
@@ -210,7 +205,7 @@ def test_large_model_report_pages_through_the_appendix(tmp_path, capsys, qapp) -
     onnx.save(proto, str(path))
     pdf = tmp_path / "bert60.pdf"
     t0 = time.perf_counter()
-    code, out, err = _run(capsys, "report", str(path), "--no-quant", "-o", str(pdf))
+    code, out, err = run_cli(capsys, "report", str(path), "--no-quant", "-o", str(pdf))
     seconds = time.perf_counter() - t0
     assert code == 0, err
     pages = _pages(pdf)

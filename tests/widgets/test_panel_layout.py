@@ -16,30 +16,9 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QHeaderView
 
-from engine import load_model
-from engine.analysis import AnalysisConfig, run_analysis
-from engine.calibrate import data_spec
-from engine.npu import load_profile
-from engine.timeline import analyze
 
 SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
 CNN = SAMPLES / "cnn-digits.onnx"
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return load_model(str(CNN), dims={"batch": 1})
-
-
-@pytest.fixture(scope="module")
-def npu_report(cnn):
-    return analyze(cnn, load_profile("journey5"))
-
-
-@pytest.fixture(scope="module")
-def analysis(cnn):
-    return run_analysis(cnn, data_spec(str(SAMPLES / "digits-calib.npz")),
-                        data_spec(str(SAMPLES / "digits-val.npz"), limit=64), config=AnalysisConfig())
 
 
 def _show(qtbot, widget, w: int, h: int):

@@ -22,10 +22,8 @@ from PySide6.QtCore import QPointF, Qt
 
 from engine import load_model
 from engine.analysis import (
-    AnalysisConfig,
     WeightView,
     qparams_range,
-    run_analysis,
 )
 from engine.calibrate import calibrate_plan, data_spec
 from engine.costmodel import LANES
@@ -46,24 +44,8 @@ VAL = SAMPLES / "digits-val.npz"
 
 
 @pytest.fixture(scope="module")
-def cnn():
-    return load_model(str(CNN), dims={"batch": 1})
-
-
-@pytest.fixture(scope="module")
-def npu_report(cnn):
-    return analyze(cnn, load_profile("journey5"))
-
-
-@pytest.fixture(scope="module")
 def vit_report():
     return analyze(load_model(str(VIT), dims={"batch": 1}), load_profile("journey5"))
-
-
-@pytest.fixture(scope="module")
-def analysis(cnn):
-    """The CNN's analysis (64 calibration images, 96 validation images)."""
-    return run_analysis(cnn, data_spec(str(CALIB)), data_spec(str(VAL), limit=96), config=AnalysisConfig())
 
 
 @pytest.fixture(scope="module")

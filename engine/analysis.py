@@ -705,12 +705,16 @@ def _evaluate_range(
 
     units = gelu_units(int8)
     unit_inputs: dict[str, np.ndarray] = {}
+    # isolated view: each float tensor quantized once for all its readers, dropped after the last
+    quantized: dict[str, Any] = {}
+    node_index = {id(n): i for i, n in enumerate(graph.nodes)}
     outside: dict[str, list[int]] = {}  # node -> [values beyond the QParams range, values]
 
     def float_pass(feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[Node, list[tuple[str, np.ndarray, float | None]]]]]:
         """The float run with the isolated view; returns its outputs and, per node in order,
         its float outputs with their energies (for the accumulated view)."""
         captured: list[tuple[Node, list[tuple[str, np.ndarray, float | None]]]] = []
+        quantized.clear()  # graph outputs read by nodes are never dropped: not kept across batches
 
         def hook(node: Node, inputs: Sequence[np.ndarray | None], outputs: tuple[np.ndarray, ...]) -> None:
             _check_cancel(cancel)
@@ -734,7 +738,9 @@ def _evaluate_range(
                 q_outs, q_clipped = run_gelu_unit(int8, unit, unit_inputs.pop(unit.node.name))
                 q_outs = tuple(q_outs[0] if name == unit.y else None for name in node.outputs)
             else:
-                q_outs, q_clipped = int8.run_node(node, list(inputs))
+                q_outs, q_clipped = int8.run_node(node, list(inputs), quantized)
+                for name in float_exec.free_after[node_index[id(node)]]:
+                    quantized.pop(name, None)
             i = iso.setdefault(node.name, ErrorAccumulator())
             q_by_name = dict(zip(node.outputs, q_outs))
             for (name, ref), e in zip(floats, energies):
@@ -792,7 +798,7 @@ def _evaluate_range(
 
     def run_int8(feeds: Mapping[str, np.ndarray]) -> Any:
         _check_cancel(cancel)
-        return int8.run(feeds, intermediate=True)
+        return int8.run(feeds, intermediate=True, weights_too=False)  # node outputs are compared, not weights
 
     done = 0
     total = stop - start

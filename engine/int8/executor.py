@@ -327,8 +327,13 @@ class Int8Executor:
         intermediate: bool = False,
         hook: Int8Hook | None = None,
         progress: ProgressFn | None = None,
+        weights_too: bool = True,
     ) -> Int8Result:
-        """Execute once on float ``feeds`` (quantized at the graph inputs); see :class:`Int8Result`."""
+        """Execute once on float ``feeds`` (quantized at the graph inputs); see :class:`Int8Result`.
+
+        ``weights_too=False`` with ``intermediate``: the weights are left out of ``values`` and
+        ``codes`` (dequantizing every weight tensor per run costs more than a run of a
+        Transformer; a per-layer comparison reads node outputs only)."""
         graph = self.graph
         weights = graph.weights
         outputs = set(graph.output_names)
@@ -347,7 +352,7 @@ class Int8Executor:
                 outs, path, note = self._execute(node, args, self.planned[i], self.int_kernels[i], self.float_exec.kernels[i])
                 ran, out_names = node, node.outputs
                 for name in node.inputs:
-                    if name and intermediate and name in weights and name not in values and name not in result.values:
+                    if name and intermediate and weights_too and name in weights and name not in values and name not in result.values:
                         self._record_weight(result, name)
                 result.paths[node.name] = path
                 if note:
@@ -382,7 +387,10 @@ class Int8Executor:
         return result
 
     def run_node(
-        self, node: Node | str, float_inputs: Sequence[np.ndarray | None]
+        self,
+        node: Node | str,
+        float_inputs: Sequence[np.ndarray | None],
+        quantized: dict[str, tuple[np.ndarray, QTensor]] | None = None,
     ) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
         """Evaluate ONE node quantized on given FLOAT inputs: (dequantized outputs, clipped per output).
 
@@ -390,6 +398,9 @@ class Int8Executor:
         exactly what the int8 model would feed it given exact producers); weights may be
         passed as None (the model's initializer is used). The node runs on its planned
         path on its own (never as part of a GELU unit). Non-float outputs come back as is.
+        ``quantized``: a cache, input name -> (the float array, its QTensor), filled here and
+        reused when the same array is given again (a tensor read by several nodes is
+        quantized once; the caller drops entries it no longer needs).
         """
         name = node if isinstance(node, str) else node.name
         if name not in self.index:
@@ -413,7 +424,14 @@ class Int8Executor:
                 array = np.asarray(x)
                 qp = self.plan.activations.get(input_name)
                 if qp is not None and input_name not in weights and array.dtype.kind == "f":
-                    args.append(quantize_tensor(array, qp))
+                    hit = quantized.get(input_name) if quantized is not None else None
+                    if hit is not None and hit[0] is x:
+                        args.append(hit[1])
+                        continue
+                    q = quantize_tensor(array, qp)
+                    if quantized is not None:
+                        quantized[input_name] = (x, q)  # type: ignore[assignment]
+                    args.append(q)
                 else:
                     args.append(array)
         outs, _, _ = self._execute(graph_node, args, self.planned[i], self.int_kernels[i], self.float_exec.kernels[i])

@@ -74,6 +74,21 @@ def test_intermediate_values_codes_and_params(small_cnn) -> None:
     assert set(result.clipped) >= produced
 
 
+def test_intermediate_without_weights_keeps_every_node_output(small_cnn) -> None:
+    model, calib, feeds = small_cnn
+    plan = minmax_plan(model, calib)
+    executor = Int8Executor(model, plan)
+    full = executor.run(feeds, intermediate=True)
+    lean = executor.run(feeds, intermediate=True, weights_too=False)
+    weights = {name for n in model.graph.nodes for name in n.inputs if name in model.graph.weights}
+    assert weights & set(full.values) and not weights & set(lean.values)
+    assert not weights & set(lean.codes)
+    assert set(full.values) - weights == set(lean.values)
+    for name, value in lean.values.items():
+        assert np.array_equal(value, full.values[name]), name
+    assert lean.clipped == {k: v for k, v in full.clipped.items() if k not in weights}
+
+
 def test_propagate_passthrough_gives_inputs_params(small_cnn) -> None:
     model, calib, _ = small_cnn
     graph = model.graph
@@ -130,6 +145,44 @@ def test_run_node_reproduces_each_node_of_a_run(small_cnn) -> None:
         assert set(clipped) == set(node.outputs)
     with pytest.raises(ModelError):
         executor.run_node("no such node", [])
+
+
+def test_run_node_cache_quantizes_a_shared_input_once(monkeypatch) -> None:
+    """A tensor read by several nodes is quantized once when run_node is given a cache, with
+    the same outputs as without; another array under the same name is quantized afresh."""
+    model = engine.model_from_proto(bert_encoder(layers=1, hidden=32, heads=2, ffn=64, seq=8, vocab=50))
+    plan = minmax_plan(model, [bert_feeds(seq=8, vocab=50, seed=s) for s in range(3)])
+    executor = Int8Executor(model, plan)
+    floats = engine.run(model, bert_feeds(seq=8, vocab=50, seed=5), intermediate=True)
+    readers: dict[str, list] = {}
+    for node in model.graph.nodes:
+        for name in node.inputs:
+            if name in plan.activations and name not in model.graph.weights:
+                readers.setdefault(name, []).append(node)
+    shared, nodes = next((n, r) for n, r in readers.items() if len(r) >= 3)
+    import engine.int8.executor as module
+
+    calls: list[np.ndarray] = []
+    real = module.quantize_tensor
+
+    def counting(x, qp):
+        calls.append(x)
+        return real(x, qp)
+
+    monkeypatch.setattr(module, "quantize_tensor", counting)
+    cache: dict = {}
+    for node in nodes:
+        args = [None if n in model.graph.weights else floats[n] for n in node.inputs]
+        cached_out, _ = executor.run_node(node, args, cache)
+        plain_out, _ = executor.run_node(node, args)
+        for a, b in zip(cached_out, plain_out):
+            assert np.array_equal(a, b), node.name
+    # the shared tensor: once with the cache, once per node without it
+    assert sum(1 for x in calls if x is floats[shared]) == 1 + len(nodes)
+    assert cache[shared][0] is floats[shared]
+    fresh = [None if n in model.graph.weights else floats[n].copy() for n in nodes[0].inputs]
+    executor.run_node(nodes[0], fresh, cache)  # another array under that name: quantized again
+    assert cache[shared][0] is fresh[nodes[0].inputs.index(shared)]
 
 
 def test_float_path_and_fallback_notes(mlp) -> None:

@@ -90,6 +90,15 @@ def _jf(value: float | None) -> float | None:
 # ------------------------------------------------------------------ accumulators
 
 
+RAW_MOMENTS_MEAN2 = 1e-2
+"""A batch's error moments are taken about 0 (``sum e**k``, then shifted to the mean: one
+pass fewer) when ``mean**2 <= RAW_MOMENTS_MEAN2 * mean(e**2)``, i.e. the mean is within a
+tenth of the rms: the shift then amplifies the sums' rounding (~1e-6 relative) by at most
+~1.1x. A larger mean (a biased layer) takes the two-pass centred moments."""
+SQUARE_FLOOR = 1e-30
+"""Below this largest squared error (errors under ~1e-15, where a float32 square may
+underflow), max |error| is taken from the errors themselves instead of their squares."""
+
 _CHUNK = 4096
 """Elements per float32 partial sum (its rounding error stays below 4096 ulp, ~1e-6 typical);
 the partial sums are added in float64."""
@@ -284,18 +293,32 @@ class ErrorAccumulator:
         if n_b == 0:
             return
         mean_b = total / n_b
-        d = np.subtract(e, work(mean_b), out=buf_d[:n_b])
-        d2 = np.multiply(d, d, out=buf_d2[:n_b])
-        m2_b = _sum(d2)
-        m3_b = _sum_prod(d2, d)
-        m4_b = _sum_prod(d2, d2)
+        e2 = np.multiply(e, e, out=buf_d2[:n_b])
+        s2 = _sum(e2)
+        peak2 = e2.max()  # sqrt of a correctly rounded square is the |value| itself, barring under/overflow
+        if SQUARE_FLOOR < float(peak2) < math.inf:
+            max_abs_b = float(np.sqrt(peak2))
+        else:
+            max_abs_b = float(max(e.max(), -e.min()))
+        if mean_b * mean_b <= RAW_MOMENTS_MEAN2 * (s2 / n_b):
+            # the mean is small next to the rms: moments about 0, no centred copy (see the constant)
+            s3, s4 = _sum_prod(e2, e), _sum_prod(e2, e2)
+            m2_b = max(s2 - n_b * mean_b * mean_b, 0.0)
+            m3_b = s3 - 3.0 * mean_b * s2 + 2.0 * n_b * mean_b**3
+            m4_b = max(s4 - 4.0 * mean_b * s3 + 6.0 * mean_b * mean_b * s2 - 3.0 * n_b * mean_b**4, 0.0)
+        else:  # a bias: centred moments (two passes), as Pebay's merge expects them exact
+            d = np.subtract(e, work(mean_b), out=buf_d[:n_b])
+            d2 = np.multiply(d, d, out=buf_d2[:n_b])
+            m2_b = _sum(d2)
+            m3_b = _sum_prod(d2, d)
+            m4_b = _sum_prod(d2, d2)
         r2_b = _sum_prod(rf, rf) if ref2 is None else float(ref2)
         re_b = _sum_prod(rf, e)
         e2_b = m2_b + n_b * mean_b * mean_b
         self.sum_ref2 += r2_b
         self.sum_cross += r2_b + re_b
         self.sum_test2 += max(r2_b + 2.0 * re_b + e2_b, 0.0)
-        self.max_abs = max(self.max_abs, float(max(e.max(), -e.min())))
+        self.max_abs = max(self.max_abs, max_abs_b)
         self._combine(n_b, mean_b, m2_b, m3_b, m4_b)
         if step is None:
             return

@@ -70,6 +70,28 @@ def test_float32_accumulators_sharing_work_buffers_agree_with_float64() -> None:
         assert got.hist_counts == other.hist_counts
 
 
+@pytest.mark.parametrize("bias", [0.0, 0.0015, 0.0018, 0.05, 5.0])
+def test_error_moments_about_zero_or_centred_agree_with_float64(bias: float) -> None:
+    """An error whose mean is within a tenth of its rms takes the moments about 0 (one pass
+    fewer), a biased one the centred two-pass moments: both match the float64 one-shot
+    comparison of the same float32 tensors, skewed and heavy-tailed errors included
+    (tolerance: float32 partial sums); max |error| is exact (it comes from the squares)."""
+    rng = np.random.default_rng(2)
+    ref = (rng.standard_normal((96, 512)) * 2).astype(np.float32)
+    noise = rng.standard_t(5, ref.shape) * 0.01 + rng.exponential(0.01, ref.shape) - 0.01
+    test = (ref + noise + bias).astype(np.float32)
+    acc = ErrorAccumulator()
+    for half in (slice(0, 40), slice(40, 96)):
+        acc.update(ref[half], test[half], step=0.02)
+    got = acc.summary()
+    want = compare(ref.astype(np.float64), test.astype(np.float64))
+    for key in ("cosine", "sqnr_db", "mse", "err_mean", "err_std"):
+        assert getattr(got, key) == pytest.approx(getattr(want, key), rel=1e-5), key
+    for key in ("err_skew", "err_kurtosis"):
+        assert getattr(got, key) == pytest.approx(getattr(want, key), rel=1e-4, abs=1e-4), key
+    assert got.max_abs_err == float(np.abs(test - ref).max())
+
+
 def test_error_histogram_is_in_steps() -> None:
     step = 0.25
     ref = np.zeros(6)

@@ -28,11 +28,16 @@ KL_MAX_BINS = 2048
 """The entropy method's |x| histogram is merged 2:1 until it has at most this many bins
 (TensorRT uses 2048 over [0, amax]; here 1025-2048 when the observer has more)."""
 
+KL_TIE = 1e-12
+"""KL divergences within this of the smallest are ties (the first candidate wins): the
+terms summed are ~log(count) while a flat histogram's KL differences can be ~1e-15, so
+which of the tied thresholds an exact argmin picked would depend on summation order."""
+
 _MAX_EDGES = 1024
 """Asymmetric MSE search: at most about this many candidate edges per side of 0."""
 
 _BLOCK = 128
-"""Candidate thresholds evaluated per vectorised block (bounds temporary memory)."""
+"""Candidate thresholds evaluated per vectorised block of the MSE search (bounds temporary memory)."""
 
 
 def _check(observer: MinMaxObserver) -> None:
@@ -99,7 +104,9 @@ def _kl_divergences(hist: np.ndarray, candidates: np.ndarray, num_levels: int) -
     Computed per chunk, not per bin: inside a chunk Q is constant on the non-zero bins of
     P, and zero bins contribute ``eps * log(eps / eps) = 0``, so with ``Zp``/``Zq`` the
     smoothed totals, ``KL = (sum P log P - sum_c mass_c log q_c) / Zp + log(Zq / Zp)``.
-    Cost is O(candidates x levels) via prefix sums.
+    Every chunk but the last depends on the chunk width ``i // num_levels`` alone, shared
+    by ``num_levels`` consecutive candidates: their sums are taken once per width, and only
+    the last chunk per candidate. Cost: O(widths x levels + candidates) via prefix sums.
     """
     h = hist.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -108,32 +115,45 @@ def _kl_divergences(hist: np.ndarray, candidates: np.ndarray, num_levels: int) -
     cum_nz = np.concatenate(([0], np.cumsum(hist != 0))).astype(np.float64)
     cum_hlh = np.concatenate(([0.0], np.cumsum(h_log_h)))
     total = cum[-1]
-    chunk = np.arange(num_levels)[None, :]
-    out = np.empty(candidates.size)
-    for start in range(0, candidates.size, _BLOCK):
-        i = candidates[start : start + _BLOCK, None].astype(np.int64)
-        width = i // num_levels
-        is_last = chunk == num_levels - 1
-        c_lo = chunk * width
-        c_hi = np.where(is_last, i, (chunk + 1) * width)
-        size = (c_hi - c_lo).astype(np.float64)
-        outliers = total - cum[i]  # (rows, 1)
-        h_last = h[i - 1]
-        p_last = h_last + outliers
-        extra = np.where(is_last & (h_last == 0) & (outliers > 0), 1.0, 0.0)
-        chunk_sum = cum[c_hi] - cum[c_lo]
-        chunk_nz = cum_nz[c_hi] - cum_nz[c_lo] + extra
-        chunk_mass = chunk_sum + np.where(is_last, outliers, 0.0)  # P mass, all on non-zero bins
-        q_val = np.where(chunk_sum > 0, chunk_sum / np.maximum(chunk_nz, 1.0), _KL_EPS)
-        zeros = size - chunk_nz
-        z_q = np.sum(np.where(chunk_sum > 0, chunk_sum, _KL_EPS * chunk_nz) + _KL_EPS * zeros, axis=1)
-        z_p = total + _KL_EPS * zeros.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            last_term = np.where(p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0)
-        p_log_p = (cum_hlh[i - 1] + last_term)[:, 0]
-        p_log_q = np.sum(np.where(chunk_mass > 0, chunk_mass * np.log(q_val), 0.0), axis=1)
-        out[start : start + _BLOCK] = (p_log_p - p_log_q) / z_p + np.log(z_q) - np.log(z_p)
-    return out
+    i = np.asarray(candidates, dtype=np.int64)
+    width = i // num_levels
+
+    # chunks 0 .. levels-2 of each distinct width
+    widths = np.unique(width)
+    c_lo = np.arange(num_levels - 1)[None, :] * widths[:, None]
+    c_hi = c_lo + widths[:, None]
+    chunk_sum = cum[c_hi] - cum[c_lo]
+    chunk_nz = cum_nz[c_hi] - cum_nz[c_lo]
+    zeros = widths[:, None] - chunk_nz
+    q_val = np.where(chunk_sum > 0, chunk_sum / np.maximum(chunk_nz, 1.0), _KL_EPS)
+    head_zq = np.sum(np.where(chunk_sum > 0, chunk_sum, _KL_EPS * chunk_nz) + _KL_EPS * zeros, axis=1)
+    head_zeros = zeros.sum(axis=1)
+    head_plogq = np.sum(np.where(chunk_sum > 0, chunk_sum * np.log(q_val), 0.0), axis=1)
+    k = np.searchsorted(widths, width)
+
+    # the last chunk, [(levels - 1) * width, i), which also takes the clipped mass
+    lo = (num_levels - 1) * width
+    outliers = total - cum[i]
+    h_last = h[i - 1]
+    p_last = h_last + outliers
+    extra = np.where((h_last == 0) & (outliers > 0), 1.0, 0.0)
+    last_sum = cum[i] - cum[lo]
+    last_nz = cum_nz[i] - cum_nz[lo] + extra
+    last_mass = last_sum + outliers  # P mass, all on non-zero bins
+    last_q = np.where(last_sum > 0, last_sum / np.maximum(last_nz, 1.0), _KL_EPS)
+    last_zeros = (i - lo) - last_nz
+    z_q = head_zq[k] + (np.where(last_sum > 0, last_sum, _KL_EPS * last_nz) + _KL_EPS * last_zeros)
+    z_p = total + _KL_EPS * (head_zeros[k] + last_zeros)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        last_term = np.where(p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0)
+        p_log_q = head_plogq[k] + np.where(last_mass > 0, last_mass * np.log(last_q), 0.0)
+    p_log_p = cum_hlh[i - 1] + last_term
+    return (p_log_p - p_log_q) / z_p + np.log(z_q) - np.log(z_p)
+
+
+def kl_best(kl: np.ndarray) -> int:
+    """Index of the smallest KL divergence; ties within :data:`KL_TIE` go to the first."""
+    return int(np.flatnonzero(kl <= kl.min() + KL_TIE)[0])
 
 
 def entropy_range(
@@ -176,7 +196,7 @@ def entropy_range(
     else:
         candidates = np.arange(num_levels, n + 1)
         kl = _kl_divergences(counts, candidates, num_levels)
-        t = min(float(candidates[int(np.argmin(kl))]) * width, amax)
+        t = min(float(candidates[kl_best(kl)]) * width, amax)
     if symmetric:
         return -t, t
     return float(max(observer.min, -t)), float(min(observer.max, t))

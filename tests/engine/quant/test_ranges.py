@@ -8,9 +8,11 @@ import pytest
 from engine.errors import ModelError
 from engine.quant.observers import HistogramObserver, MinMaxObserver
 from engine.quant.ranges import (
+    KL_TIE,
     _kl_divergences,
     compute_range,
     entropy_range,
+    kl_best,
     minmax_range,
     mse_range,
     percentile_range,
@@ -136,6 +138,24 @@ def test_kl_matches_direct_reference() -> None:
     ref = np.array([_kl_reference(hist, int(i), 128) for i in candidates])
     np.testing.assert_allclose(fast, ref, rtol=1e-9, atol=1e-12)
     assert int(np.argmin(fast)) == int(np.argmin(ref))
+
+
+def test_kl_ties_go_to_the_first_candidate() -> None:
+    """A head narrower than the levels (every candidate up to 2 x levels keeps each head bin
+    in its own chunk: Q = P there) and one outlier: KL is the same for 128 candidates up to
+    rounding (~1e-15), where an exact argmin picks one by summation order. The threshold
+    is the first candidate within KL_TIE of the smallest."""
+    rng = np.random.default_rng(0)
+    counts = np.zeros(600, dtype=np.int64)
+    counts[:40] = rng.integers(0, 10**6, 40)
+    counts[-1] = 5
+    candidates = np.arange(128, counts.size + 1)
+    kl = _kl_divergences(counts, candidates, 128)
+    tied = np.flatnonzero(kl <= kl.min() + KL_TIE)
+    assert tied.size == 128 and int(np.argmin(kl)) != tied[0]  # a real tie an argmin resolves by chance
+    ref = np.array([_kl_reference(counts, int(i), 128) for i in candidates[tied]])
+    assert np.ptp(ref) < 1e-12  # equal in the per-bin reference too
+    assert kl_best(kl) == tied[0] == 0
 
 
 def test_entropy_on_gaussian_and_small_histograms() -> None:

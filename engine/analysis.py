@@ -262,16 +262,17 @@ class ErrorAccumulator:
     ) -> None:
         """Add one pair of tensors (same shape); ``step`` (broadcastable) enables the step histogram.
 
-        float32 pairs are processed in float32 (the difference ``test - ref`` is exact to
-        half an ulp of itself) with per-chunk float32 sums combined in float64 (see
-        :func:`_sum_prod`); anything else in float64. ``ref2``: :func:`energy` of ``ref``
+        float32 pairs of at least one chunk (``_CHUNK`` elements) are processed in float32
+        (the difference ``test - ref`` is exact to half an ulp of itself) with per-chunk
+        float32 sums combined in float64 (see :func:`_sum_prod`); anything else in float64. ``ref2``: :func:`energy` of ``ref``
         when the caller has it already (used only when every pair is finite).
         """
         r = np.asarray(ref)
         t = np.asarray(test)
         if r.shape != t.shape:
             raise ModelError(f"int8 and float tensors differ in shape: {t.shape} vs {r.shape}")
-        work = np.float32 if r.dtype == np.float32 and t.dtype == np.float32 else np.float64
+        # float32 in chunks; a tensor smaller than a chunk in float64 (as its sums would be)
+        work = np.float32 if r.dtype == np.float32 and t.dtype == np.float32 and r.size >= _CHUNK else np.float64
         r = r.astype(work, copy=False)
         t = t.astype(work, copy=False)
         self.values += int(r.size)
@@ -342,7 +343,7 @@ class ErrorAccumulator:
             idx = u * work(per_step)
         idx += work(ERR_HIST_STEPS * per_step + 1.0)  # bin 0: underflow, bin BINS + 1: overflow
         # clipped to [0, BINS + 1] first, so the integer cast (truncation) is the floor
-        np.clip(idx, 0.0, ERR_HIST_BINS + 1.0, out=idx)
+        np.minimum(np.maximum(idx, 0.0, out=idx), ERR_HIST_BINS + 1.0, out=idx)
         counts = np.bincount(idx.astype(np.intp), minlength=ERR_HIST_BINS + 2)
         self.under += int(counts[0])
         self.over += int(counts[-1])

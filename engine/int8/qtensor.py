@@ -235,9 +235,16 @@ class Requantizer:
             if self.rounding == "half_even_float":
                 self._scale_float(acc)
                 return finish_float(acc, self.out)
+        elif acc.dtype == np.float64:  # exact integers below 2**53 (I-BERT LayerNorm's wide accumulator)
+            if self.rounding != "half_even_float":
+                acc = acc.astype(np.int64)
+            else:
+                y = acc.astype(np.float32)  # rounds as the int64 -> float32 cast of the same integers
+                self._scale_float(y)
+                return finish_float(y, self.out)
         elif acc.dtype.kind not in "iu":
             raise ModelError(f"requantization needs integer accumulators, got {acc.dtype}")
-        elif self.rounding == "half_even_float":
+        if acc.dtype.kind in "iu" and self.rounding == "half_even_float":
             y = acc.astype(np.float32)
             self._scale_float(y)
             return finish_float(y, self.out)

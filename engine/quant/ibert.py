@@ -269,6 +269,7 @@ def i_layernorm(
     axis: int = -1,
     gamma_bits: int = 16,
     affine: LayerNormAffine | None = None,
+    exact_float: bool = False,
 ) -> tuple[np.ndarray, float]:
     """Integer LayerNorm over ``axis`` (I-BERT section 3.6); ``eps`` is not modelled.
 
@@ -285,7 +286,11 @@ def i_layernorm(
     (scale ``S_g``), ``q_out = y_n * gamma_q + round(beta / (S_y S_g))`` at scale
     ``S_y S_g``, magnitudes up to ~2**45 (a wide accumulator; requantize to int8 next);
     ``affine`` gives them already folded (:func:`layernorm_affine`, built once per model).
-    The input ``scale`` cancels in the normalisation and is only checked. Output codes are int64.
+    The input ``scale`` cancels in the normalisation and is only checked. Output codes are
+    int64; with ``exact_float`` they may come as float64 holding the same integers, when
+    every product stays below ``2**53`` (then computed in float64: the per-row multiply
+    and shift as one product by ``factor * 2**(l - r - 1)`` and a floor, the affine terms
+    as products and sums of exact integers; about half the time of the int64 passes).
 
     Widths: for 8/16-bit codes with ``C * 2**16 < 2**31`` the row passes run in int32
     (``|y| <= (C - 1) * span(q)``; ``|y_r| <= 2**15``, so ``y_r**2 <= 2**30``; ``var`` is
@@ -295,7 +300,7 @@ def i_layernorm(
     arr = np.asarray(q)
     if arr.dtype.kind not in "iu":
         raise ModelError(f"integer-only op needs integer codes, got dtype {arr.dtype}")
-    codes = np.moveaxis(arr, axis, -1)
+    codes = arr if axis in (-1, arr.ndim - 1) else np.moveaxis(arr, axis, -1)
     channels = codes.shape[-1]
     if channels == 0:
         raise ModelError("layer norm over an empty axis")
@@ -321,21 +326,38 @@ def i_layernorm(
     var = reduced.sum(axis=-1, keepdims=True, dtype=np.int64) << (2 * left)
     std = i_sqrt(var)
     factor = np.where(std > 0, (1 << 31) // np.maximum(std, 1), 0)
+    s_y = math.sqrt(channels) / 2.0**30
+    if affine is None and (gamma is not None or beta is not None):
+        affine = layernorm_affine(gamma, beta, channels, gamma_bits)
+    if affine is not None and affine.gamma_q.size != channels:
+        raise ModelError(f"layer norm gamma/beta need {channels} values, got {affine.gamma_q.size}")
+    out_scale = s_y if affine is None else s_y * affine.gamma_scale
+    multiplier = factor << left
+    if exact_float and y.size:
+        # |y << left| < 2**max(bits, target): the product with factor (< 2**31 << left) is
+        # exact in float64 while max(bits, target) + 31 <= 53; the normalised magnitude
+        # times gamma, plus beta, must stay below 2**53 too
+        peak_norm = int(peak.max()) * int(multiplier.max()) / 2.0 ** (int(right.min()) + 1)  # a bound
+        g_max = float(np.abs(affine.gamma_q).max()) if affine is not None else 1.0
+        b_max = float(np.abs(affine.beta_q).max()) if affine is not None else 0.0
+        if max(int(bits.max()), target) + 31 <= 53 and (peak_norm + 1.0) * g_max + b_max < 2.0**53:
+            y_f = y.astype(np.float64)
+            y_f *= np.ldexp(multiplier.astype(np.float64), -(right + 1))  # a power-of-two scaling: exact
+            np.floor(y_f, out=y_f)
+            if affine is not None:
+                y_f *= affine.gamma_q.astype(np.float64)
+                y_f += affine.beta_q.astype(np.float64)
+            y_f = y_f.reshape(codes.shape)
+            return (y_f if axis in (-1, arr.ndim - 1) else np.moveaxis(y_f, -1, axis)), out_scale
     pre = np.maximum(bits - 31, 0)  # keep the multiplicand within 31 bits: product < 2**63
     # ((((y >> pre) << left) * factor) >> (right - pre)) >> 1, with the shifts merged
     y_norm = y.astype(np.int64)
     if pre.size and int(pre.max()) > 0:
         y_norm >>= pre
-    y_norm *= factor << left
+    y_norm *= multiplier
     y_norm >>= right - pre + 1
     y_norm = y_norm.reshape(codes.shape)
-    s_y = math.sqrt(channels) / 2.0**30
-    if affine is None:
-        if gamma is None and beta is None:
-            return np.moveaxis(y_norm, -1, axis), s_y
-        affine = layernorm_affine(gamma, beta, channels, gamma_bits)
-    if affine.gamma_q.size != channels:
-        raise ModelError(f"layer norm gamma/beta need {channels} values, got {affine.gamma_q.size}")
-    y_norm *= affine.gamma_q
-    y_norm += affine.beta_q
-    return np.moveaxis(y_norm, -1, axis), s_y * affine.gamma_scale
+    if affine is not None:
+        y_norm *= affine.gamma_q
+        y_norm += affine.beta_q
+    return np.moveaxis(y_norm, -1, axis), out_scale

@@ -127,7 +127,8 @@ class LayerNormalization(IntKernel):
             affine = self.prepared(1, (gamma, beta, norm_shape), fold)
         else:
             affine = fold()
-        q, s_y = i_layernorm(flat, float(scale32(x.qp)), axis=-1, affine=affine)
+        # float rounding: the wide accumulator may come as exact integers in float64 (faster)
+        q, s_y = i_layernorm(flat, float(scale32(x.qp)), axis=-1, affine=affine, exact_float=self.rounding == "half_even_float")
         y = self.requantizer((s_y,), lambda: s_y / float(scale32(out)), out)(q)
         return (QTensor(y.codes.reshape(codes.shape), y.qp, y.clipped),)
 

@@ -149,6 +149,27 @@ def test_i_layernorm(seed: int) -> None:
     assert np.array_equal(np.moveaxis(q_ax, 0, -1), i_layernorm(q8, s8)[0])
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16])
+def test_i_layernorm_exact_float_gives_the_same_integers(dtype) -> None:
+    """``exact_float``: the same integers as the int64 passes, in float64 where every product
+    stays below 2**53, else int64 (wide 16-bit rows); every axis and affine choice."""
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype)
+    mid = 128 if dtype == np.uint8 else 0
+    used_float = False
+    for channels, spread in ((8, 1), (256, 60), (768, 127), (1024, 20000), (3000, 5)):
+        q = np.clip(rng.integers(-spread, spread + 1, (17, channels)) + mid, info.min, info.max).astype(dtype)
+        for gamma, beta in ((None, None), (rng.normal(1.0, 0.3, channels), rng.normal(0.0, 2.0, channels))):
+            want, s_want = i_layernorm(q, 0.05, gamma, beta)
+            got, s_got = i_layernorm(q, 0.05, gamma, beta, exact_float=True)
+            assert s_got == s_want and got.dtype in (np.int64, np.float64)
+            used_float |= got.dtype == np.float64
+            assert np.array_equal(got, want.astype(got.dtype)) and np.array_equal(got.astype(np.int64), want)
+            got_ax, _ = i_layernorm(np.moveaxis(q, -1, 0), 0.05, gamma, beta, axis=0, exact_float=True)
+            assert np.array_equal(np.moveaxis(got_ax, 0, -1), got)
+    assert used_float
+
+
 def test_i_layernorm_constant_rows() -> None:
     q = np.zeros((3, 10), np.int8)
     q[1] = 5

@@ -18,7 +18,7 @@ as onnxruntime forms them, so the float rounding mode reproduces its QLinear ker
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,19 +50,34 @@ class NotInteger(Exception):
 @dataclass
 class QTensor:
     """Integer ``codes`` (dtype of ``qp.dtype``) with their parameters; ``clipped`` counts the
-    values saturated when these codes were produced (0 for pass-through results)."""
+    values saturated when these codes were produced (0 for pass-through results).
+
+    ``float_codes``: the same codes as float32 (exact), when the producer had them anyway (a
+    float requantization rounds and saturates in float32 before the integer cast); readers
+    that need the codes in float32 use them instead of converting again, and never write
+    to them. None for codes made any other way."""
 
     codes: np.ndarray
     qp: QParams
     clipped: int = 0
+    float_codes: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def codes_f32(self) -> np.ndarray | None:
+        """``float_codes`` when present and of the codes' shape (read only), else None."""
+        fc = self.float_codes
+        return fc if fc is not None and fc.shape == self.codes.shape else None
 
     def dequantize(self) -> np.ndarray:
         """``(codes - zero_point) * scale`` as float32 (equal to :func:`engine.quant.qparams.dequantize`:
         the centred codes are exact in float32, then one float32 product)."""
         if self.qp.per_channel:
             return dequantize(self.codes, self.qp)
+        params = tensor_params(self.qp)
+        fc = self.codes_f32()
+        if fc is not None and not params.zero_point:
+            return np.multiply(fc, params.scale)  # one pass: no conversion
         y = exact_float(self)
-        y *= np.float32(scale32(self.qp))
+        y *= params.scale
         return y
 
 
@@ -313,7 +328,7 @@ def finish_float(y: np.ndarray, out: QParams) -> QTensor:
             y[np.isnan(y)] = p.zero_point
         else:
             clipped = saturate(y, lo, hi, p.qmin, p.qmax)
-    return QTensor(y.astype(p.dtype), out, clipped)
+    return QTensor(y.astype(p.dtype), out, clipped, float_codes=y)
 
 
 EXACT_FLOAT_LIMIT = 2**24
@@ -323,8 +338,10 @@ the float rounding mode multiplies without a conversion pass."""
 
 
 def exact_float(q: QTensor) -> np.ndarray:
-    """``codes - zero_point`` as float32 (exact: codes are at most 16-bit), per-channel aware."""
-    y = q.codes.astype(np.float32)
+    """``codes - zero_point`` as float32 (exact: codes are at most 16-bit), per-channel aware;
+    a fresh array."""
+    fc = q.codes_f32()
+    y = q.codes.astype(np.float32) if fc is None else fc.copy()
     if q.qp.per_channel:
         _, zp = q.qp.broadcast(y.ndim)
         y -= zp.astype(np.float32)

@@ -40,8 +40,11 @@ from engine.quant.qparams import QParams
 
 def _scaled_float(q: QTensor, ratio: np.float32) -> np.ndarray:
     """``(codes - zp) * ratio`` in float32 (a fresh array)."""
-    y = q.codes.astype(np.float32)
     zp = tensor_params(q.qp).zero_point32
+    fc = q.codes_f32()
+    if fc is not None and not zp:
+        return np.multiply(fc, ratio)  # one pass: no conversion
+    y = q.codes.astype(np.float32)
     if zp:
         y -= zp
     y *= ratio

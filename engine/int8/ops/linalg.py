@@ -92,6 +92,10 @@ def matmul_accumulate(
 
     def operand(q: QTensor, zp: int | np.ndarray, axis: int, constant: Constant | None) -> MatmulOperand:
         if constant is None:
+            fc = q.codes_f32()
+            if fc is not None and type(zp) is int and zp == 0 and q.codes.dtype.itemsize == 1:
+                # the codes already in float32 (matmul only reads them): the 8-bit bound
+                return MatmulOperand(fc, 128 if q.codes.dtype == np.int8 else 255)
             return matmul_operand(q.codes, zp, axis)
         kernel, index, source = constant
         return kernel.prepared(index, source, lambda: matmul_operand(q.codes, zp, axis, data_bound=True))

@@ -70,7 +70,7 @@ class AveragePool(IntKernel):
         multiplier = real_multiplier(scale32(x.qp), out=out) * per_position
         flat = total.reshape(codes.shape[0], codes.shape[1], -1)
         y = requantize_acc(flat, multiplier, out, self.rounding, axis=2)
-        y.codes = y.codes.reshape(total.shape)
+        y = QTensor(y.codes.reshape(total.shape), y.qp, y.clipped)
         return (y,)
 
 

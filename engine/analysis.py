@@ -39,10 +39,10 @@ from engine.calibrate import (
     CalibrationData,
     CalibrationStats,
     DataSpec,
-    calibrate,
-    open_data,
     _shards,
     build_plan,
+    calibrate,
+    open_data,
     quantized_weights,
 )
 from engine.errors import Cancelled, ModelError
@@ -480,7 +480,8 @@ def step_of(qp: QParams | None, ndim: int) -> np.ndarray | None:
 @dataclass
 class LayerResult:
     """One node's error in both views (None when the node has no float output, or for the
-    inner nodes of a fused GELU ``unit``: the unit's error is on the node writing its output).
+    inner nodes of a fused ``unit``: the unit's error is on the node writing its output).
+    ``unit_kind``: ``"gelu"`` or ``"bias"`` (MatMul + bias Add) for members of a unit.
 
     ``outside_fraction``: fraction of the FLOAT output values beyond the range its QParams
     represent (by more than half a step), i.e. that quantizing them saturates, wherever the
@@ -497,6 +498,7 @@ class LayerResult:
     isolated: ErrorSummary | None
     unit: str | None = None
     outside_fraction: float | None = None
+    unit_kind: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         acc = self.accumulated.to_dict() if self.accumulated else {}
@@ -508,6 +510,7 @@ class LayerResult:
             "path": self.path,
             "note": self.note,
             "fused_unit": self.unit,
+            "fused_kind": self.unit_kind,
             "cosine": acc.get("cosine"),
             "sqnr_db": acc.get("sqnr_db"),
             "mse": acc.get("mse"),
@@ -649,20 +652,24 @@ def has_qdq(model: Model) -> bool:
 
 
 def gelu_units(executor: Any) -> dict[str, Any]:
-    """Node name -> the fused GELU unit it belongs to in the int8 executor (none without fusion)."""
+    """Node name -> the fused unit (GELU, or MatMul + bias) it belongs to in the int8 executor
+    (none without fusion)."""
     units = getattr(executor, "units", None) or {}
     nodes = executor.model.graph.nodes
     return {nodes[i].name: unit for i, unit in units.items()}
 
 
 def run_gelu_unit(executor: Any, unit: Any, x: np.ndarray) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
-    """A fused GELU unit evaluated alone on float ``x`` (quantized with x's QParams), as
-    ``run_node`` does for one node: (dequantized outputs, clipped per output)."""
+    """A fused unit evaluated alone on float ``x`` (quantized with x's QParams; the unit's
+    constants are the model's), as ``run_node`` does for one node: (dequantized outputs,
+    clipped per output)."""
     from engine.int8.qtensor import QTensor, quantize_tensor, to_float
 
     qp = executor.plan.activations.get(unit.x)
     arg = quantize_tensor(np.asarray(x), qp) if qp is not None and np.asarray(x).dtype.kind == "f" else x
-    outs, _, _ = executor._execute(unit.node, [arg], unit.path, unit.int_kernel, unit.float_kernel)
+    weights = executor.model.graph.weights
+    args = [arg, *(weights[n] for n in unit.node.inputs[1:])]
+    outs, _, _ = executor._execute(unit.node, args, unit.path, unit.int_kernel, unit.float_kernel)
     clipped = {o: v.clipped for o, v in zip(unit.node.outputs, outs) if o and isinstance(v, QTensor)}
     return tuple(to_float(v) for v in outs), clipped
 
@@ -949,6 +956,7 @@ def evaluate(
             iso[node.name].summary() if node.name in iso else None,
             units[node.name].node.name if node.name in units else None,
             outside[node.name][0] / outside[node.name][1] if outside.get(node.name, [0, 0])[1] else None,
+            getattr(units[node.name], "kind", "gelu") if node.name in units else None,
         )
         for node in graph.nodes
     ]

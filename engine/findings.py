@@ -289,8 +289,10 @@ def _severity(score: float, high: float, medium: float) -> str:
 
 
 def _unit_members(result: "AnalysisResult") -> set[str]:
-    """Nodes inside fused GELU units: not runnable alone as the int8 model runs them."""
-    return {l.name for l in result.layers if l.unit}
+    """Nodes inside fused GELU units: not runnable alone as the int8 model runs them. (The
+    MatMul and Add of a MatMul + bias unit each run alone on their own QParams: the probe
+    measures them as separate layers.)"""
+    return {l.name for l in result.layers if l.unit and l.unit_kind != "bias"}
 
 
 def _outlier_findings(
@@ -497,7 +499,7 @@ def _fallback_findings(model: Model, plan: QuantPlan, result: "AnalysisResult", 
             continue  # no float output (shape arithmetic): nothing is quantized there
         numbers: dict[str, Any] = {"path": path}
         chosen = plan.paths.get(node.name) == path
-        what = f"GELU unit {layer.unit}" if layer.unit else node.op_type
+        what = f"{'MatMul + bias' if layer.unit_kind == 'bias' else 'GELU'} unit {layer.unit}" if layer.unit else node.op_type
         if path == "float":
             text = f"{what} kept in float (inputs dequantized, output not quantized)"
             severity = "low"

@@ -1126,6 +1126,13 @@ def report_document(doc: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
 # --------------------------------------------------------------------------- sections
 
 
+def _unit_tag(layer: dict, gelu: str, bias: str) -> str:
+    """The mark of a fused unit's member in the layer tables ('' for a node run alone)."""
+    if not layer.get("fused_unit"):
+        return ""
+    return bias if layer.get("fused_kind") == "bias" else gelu
+
+
 def _worst_layers(doc: Mapping[str, Any], count: int = WORST_LAYERS) -> list[Mapping[str, Any]]:
     rated = [l for l in doc.get("layers", []) if l.get("sqnr_db_isolated") is not None]
     rated.sort(key=lambda l: l["sqnr_db_isolated"])
@@ -1314,7 +1321,7 @@ class _Report:
                 f.heading(f"Worst {len(worst)} layers at a glance (details in section 2)", keep=mm(15))
                 cols = [Column("#", align="r"), Column("Layer", elide=Qt.TextElideMode.ElideMiddle), Column("Op"),
                         Column("Isolated dB", align="r"), Column("Accum. dB", align="r"), Column("Cosine", align="r")]
-                f.table(cols, [[str(i), l["name"], l["op_type"] + (" (GELU unit)" if l.get("fused_unit") else ""),
+                f.table(cols, [[str(i), l["name"], l["op_type"] + _unit_tag(l, " (GELU unit)", " (+ bias)"),
                                 fmt_db(l.get("sqnr_db_isolated")), fmt_db(l.get("sqnr_db")),
                                 "–" if l.get("cosine") is None else f"{l['cosine']:.5f}"] for i, l in enumerate(worst, 1)])
             self._findings_list()
@@ -1394,7 +1401,7 @@ class _Report:
             est_h = mm(6) + mm(8) + chart_h + mm(6) + mm(5) * max(1, len(mine))
             f.need(min(est_h, f.bottom - f.top))
             f.heading(f"{rank}. {name}", keep=mm(8) + chart_h)
-            op = layer["op_type"] + (" (fused GELU unit)" if layer.get("fused_unit") else "")
+            op = layer["op_type"] + _unit_tag(layer, " (fused GELU unit)", " (fused MatMul + bias unit)")
             clips = [c for c in (layer.get("clip_fraction"), layer.get("outside_fraction")) if c is not None]
             parts = [
                 f"{op}, {layer.get('path') or '–'} path",
@@ -1627,7 +1634,7 @@ class _Report:
         for i, l in enumerate(layers):
             if self.quant:
                 clips = [c for c in (l.get("clip_fraction"), l.get("outside_fraction")) if c is not None]
-                rows.append([str(i), l["name"], l["op_type"] + (" ·G" if l.get("fused_unit") else ""), l.get("path") or "–",
+                rows.append([str(i), l["name"], l["op_type"] + _unit_tag(l, " ·G", " ·B"), l.get("path") or "–",
                              fmt_db(l.get("sqnr_db_isolated")), fmt_db(l.get("sqnr_db")),
                              "–" if l.get("cosine") is None else f"{l['cosine']:.5f}",
                              "–" if not clips else f"{100 * max(clips):.3f}", fmt_ns(l.get("est_ns")),
@@ -1640,7 +1647,8 @@ class _Report:
                 colors.append(None)
         f.table(cols, rows, size=6.8, row_colors=colors)
         if self.quant:
-            f.paragraph("·G: part of a fused GELU unit (the unit's error is reported on the node writing its output). "
+            f.paragraph("·G: part of a fused GELU unit; ·B: part of a MatMul + bias unit (bias added in int32, one "
+                        "requantization); a unit's error is reported on the node writing its output. "
                         f"Red rows: the {WORST_LAYERS} worst layers by isolated SQNR (section 2).", size=7.5, color=MUTED, italic=True)
 
 

@@ -26,6 +26,12 @@ With ``plan.fuse_gelu`` a recognised erf-GELU subgraph ``x / sqrt2 -> Erf -> + 1
 Gelu unit, at the position of its first node and on the path of its Erf node; its inner
 tensors are then not produced (absent from ``values``).
 
+With ``plan.fuse_bias`` a MatMul whose output feeds only ``+ bias`` (a constant of one
+value per output column; PyTorch exports a Linear layer on 3-D input this way) runs with
+that Add as one unit: the bias is added in int32 to the exact product and the sum is
+requantized once, to the Add's output parameters (:class:`engine.int8.ops.linalg.MatMulBias`),
+as an NPU's fully connected layer does; the MatMul's own output is then not produced.
+
 Tensors are freed after their last use as in the float executor (unless
 ``intermediate``). ``run_node`` evaluates a single node on given float inputs for the
 per-layer ("isolated") error.
@@ -105,17 +111,29 @@ SQRT2 = math.sqrt(2.0)
 
 
 @dataclass
-class GeluUnit:
-    """A recognised erf-GELU subgraph: member node indices (sorted), its input and output."""
+class FusedUnit:
+    """Nodes run as one unit: member node indices (sorted), the unit's activation input ``x``
+    and output ``y``, and its synthetic ``node`` (inputs: ``x`` then constants of the model).
+    ``kind``: ``"gelu"`` (an erf-GELU subgraph) or ``"bias"`` (MatMul + bias Add); ``anchor``:
+    the member whose planned path the unit takes (the Erf; the MatMul)."""
 
     members: list[int]
-    erf: Node
+    anchor: Node
     x: str
     y: str
     node: Node
     path: NodePath = "integer"
     int_kernel: IntKernel | None = None
     float_kernel: OpKernel | None = None
+    kind: str = "gelu"
+
+    @property
+    def label(self) -> str:
+        """How messages name the unit."""
+        return ("GELU unit " if self.kind == "gelu" else "MatMul + bias unit ") + self.node.name
+
+
+GeluUnit = FusedUnit  # the name before bias units existed
 
 
 def _any_float(args: Sequence[Value | None]) -> bool:
@@ -222,6 +240,48 @@ def find_gelu_units(graph: Graph) -> list[tuple[list[int], Node, str, str]]:
     return found
 
 
+def find_bias_units(graph: Graph) -> list[tuple[list[int], Node, Node, str]]:
+    """MatMul + bias pairs: ``(member indices, MatMul node, Add node, bias name)`` each.
+
+    Recognised: ``h = MatMul(x, W)`` with ``x`` not a constant and ``W`` a 2-D constant
+    ``[K, N]``, ``h`` read only by ``y = Add(h, b)`` (either order) and no graph output,
+    ``b`` a float constant of ``N`` values along the last axis (shape ``[N]`` or
+    ``[1, ..., 1, N]``, no larger in rank than ``h``)."""
+    weights = graph.weights
+    consumers = graph.consumers()
+    outputs = set(graph.output_names)
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    found: list[tuple[list[int], Node, Node, str]] = []
+    for mm in graph.nodes:
+        if mm.op_type != "MatMul" or mm.domain or len(mm.inputs) != 2 or len(mm.outputs) != 1:
+            continue
+        x, w = mm.inputs
+        h = mm.outputs[0]
+        if not x or x in weights or w not in weights or h in outputs:
+            continue
+        w_info = weights.info[w]
+        if w_info.shape is None or len(w_info.shape) != 2:
+            continue
+        users = consumers.get(h, [])
+        if len(users) != 1:
+            continue
+        add = users[0]
+        if add.op_type != "Add" or add.domain or len(add.inputs) != 2 or len(add.outputs) != 1 or add.inputs[0] == add.inputs[1]:
+            continue
+        b = add.inputs[1] if add.inputs[0] == h else add.inputs[0]
+        if b not in weights:
+            continue
+        b_info = weights.info[b]
+        n = int(w_info.shape[1])
+        if b_info.dtype is None or np.dtype(b_info.dtype).kind != "f" or b_info.shape is None:
+            continue
+        shape = tuple(int(d) for d in b_info.shape)
+        if not shape or shape[-1] != n or any(d != 1 for d in shape[:-1]):
+            continue
+        found.append((sorted((index[id(mm)], index[id(add)])), mm, add, b))
+    return found
+
+
 class _ChainKernel(OpKernel):
     """The float kernels of a fused unit's member nodes run in order on one input (no
     quantization between them): the unit's float path, equal to the float model's. Tensors
@@ -249,17 +309,20 @@ class _ChainKernel(OpKernel):
             for j, (member, kernel) in enumerate(chain)
         ]
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self._chain(x, owned=False)
+    def _run(self, x: np.ndarray, *constants: np.ndarray | None) -> np.ndarray:
+        return self._chain(x, constants, owned=False)
 
-    def _run_reusing(self, reusable: tuple[int, ...], x: np.ndarray) -> np.ndarray:
-        return self._chain(x, owned=0 in reusable)
+    def _run_reusing(self, reusable: tuple[int, ...], x: np.ndarray, *constants: np.ndarray | None) -> np.ndarray:
+        return self._chain(x, constants, owned=0 in reusable)
 
-    def _chain(self, x: np.ndarray, owned: bool) -> np.ndarray:
+    def _chain(self, x: np.ndarray, constants: tuple[np.ndarray | None, ...], owned: bool) -> np.ndarray:
+        """The members in order; the unit node's later inputs (model constants) as given (a
+        weight as the int8 model holds it, on the fallback path), else the model's."""
+        given = {n: c for n, c in zip(self.node.inputs[1:], constants) if c is not None}
         local: dict[str, np.ndarray] = {self.node.inputs[0]: x}
         own = {self.node.inputs[0]} if owned else set()
         for (member, kernel), dying in zip(self.chain, self._dying):
-            args = [local[n] if n in local else self.graph.weights[n] for n in member.inputs]
+            args = [local[n] if n in local else given.get(n, self.graph.weights[n]) if n else None for n in member.inputs]
             reusable = tuple(p for p in dying if member.inputs[p] in own)
             outs = kernel.run_reusing(reusable, *args) if reusable else kernel.run(*args)
             foreign = [a for n, a in zip(member.inputs, args) if n not in own]
@@ -279,7 +342,7 @@ class Int8Executor:
 
     Attributes for inspection: ``planned`` (the path each node index will try),
     ``int_kernels`` (its integer kernel or None), ``units`` (node index -> the
-    :class:`GeluUnit` it belongs to, every member index listed).
+    :class:`FusedUnit` it belongs to, every member index listed).
     """
 
     def __init__(self, model: Model, plan: QuantPlan) -> None:
@@ -302,10 +365,14 @@ class Int8Executor:
             if path not in PATHS:
                 raise ModelError(f"plan: node {node.name} has path {path!r}; expected one of {', '.join(PATHS)}", model.path)
             self.planned.append("float_fallback" if path == "integer" and cls is None else path)
-        self.units: dict[int, GeluUnit] = {}
+        self.units: dict[int, FusedUnit] = {}
         if plan.fuse_gelu:
             for members, erf, x, y in find_gelu_units(self.graph):
                 self._add_unit(members, erf, x, y)
+        if plan.fuse_bias:
+            for members, mm, add, bias in find_bias_units(self.graph):
+                if all(self.planned[i] == "integer" and i not in self.units for i in members):
+                    self._add_bias_unit(members, mm, add, bias)
         self._consts: dict[str, tuple[np.ndarray, QParams, QTensor, bool]] = {}
 
     def _add_unit(self, members: list[int], erf: Node, x: str, y: str) -> None:
@@ -315,7 +382,21 @@ class Int8Executor:
         float_kernel = _ChainKernel(node, chain, self.graph)
         int_kernel = gelu_cls(node, 20, self.plan.rounding, float_kernel) if gelu_cls else None
         path = self.planned[self.index[erf.name]]
-        unit = GeluUnit(members, erf, x, y, node, path, int_kernel, float_kernel)
+        unit = FusedUnit(members, erf, x, y, node, path, int_kernel, float_kernel)
+        for i in members:
+            self.units[i] = unit
+
+    def _add_bias_unit(self, members: list[int], mm: Node, add: Node, bias: str) -> None:
+        from engine.int8.ops.linalg import MatMulBias
+
+        x, w = mm.inputs
+        y = add.outputs[0]
+        node = Node(name=f"{mm.name}:bias", op_type=MatMulBias.op_type, inputs=[x, w, bias], outputs=[y], attrs={})
+        chain = [(self.graph.nodes[i], self.float_exec.kernels[i]) for i in members]
+        float_kernel = _ChainKernel(node, chain, self.graph)
+        int_kernel = MatMulBias(node, self.model.opset, self.plan.rounding, float_kernel)
+        int_kernel.constant_inputs = frozenset({1, 2})
+        unit = FusedUnit(members, mm, x, y, node, "integer", int_kernel, float_kernel, kind="bias")
         for i in members:
             self.units[i] = unit
 
@@ -358,13 +439,16 @@ class Int8Executor:
                 if note:
                     result.notes[node.name] = note
             elif i == unit.members[0]:
-                args = [self._arg(unit.x, values)]
+                args = [self._arg(name, values) for name in unit.node.inputs]
                 outs, path, note = self._execute(unit.node, args, unit.path, unit.int_kernel, unit.float_kernel)
                 ran, out_names = unit.node, unit.node.outputs
+                for name in unit.node.inputs[1:]:
+                    if intermediate and weights_too and name not in result.values:
+                        self._record_weight(result, name)
                 for m in unit.members:
                     member = graph.nodes[m].name
                     result.paths[member] = path
-                    result.notes[member] = f"runs in GELU unit {unit.node.name}" + (f"; {note}" if note else "")
+                    result.notes[member] = f"runs in {unit.label}" + (f"; {note}" if note else "")
             else:
                 outs, out_names = (), []
             if out_names and hook is not None:
@@ -438,16 +522,17 @@ class Int8Executor:
         clipped = {o: v.clipped for o, v in zip(graph_node.outputs, outs) if o and isinstance(v, QTensor)}
         return tuple(to_float(v) for v in outs), clipped
 
-    def run_unit(self, unit: GeluUnit, x: np.ndarray | None) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
-        """Evaluate one fused GELU unit alone on float ``x`` (quantized with its QParams), as
-        :meth:`run_node` does for a node: (dequantized outputs, clipped per output).
-        ``run_node(unit.node.name, [x])`` does the same."""
+    def run_unit(self, unit: FusedUnit, x: np.ndarray | None) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
+        """Evaluate one fused unit alone on float ``x`` (quantized with its QParams; the unit's
+        constants are the model's), as :meth:`run_node` does for a node: (dequantized
+        outputs, clipped per output). ``run_node(unit.node.name, [x])`` does the same."""
         if x is None:
             raise ModelError(f"run_unit {unit.node.name}: input {unit.x!r} has no value", self.model.path)
         array = np.asarray(x)
         qp = self.plan.activations.get(unit.x)
         arg: Value = quantize_tensor(array, qp) if qp is not None and array.dtype.kind == "f" else array
-        outs, _, _ = self._execute(unit.node, [arg], unit.path, unit.int_kernel, unit.float_kernel)
+        args: list[Value | None] = [arg, *(self.graph.weights[n] for n in unit.node.inputs[1:])]
+        outs, _, _ = self._execute(unit.node, args, unit.path, unit.int_kernel, unit.float_kernel)
         clipped = {o: v.clipped for o, v in zip(unit.node.outputs, outs) if o and isinstance(v, QTensor)}
         return tuple(to_float(v) for v in outs), clipped
 

@@ -39,6 +39,11 @@ class QuantPlan:
     on the path of its Erf node (its inner tensors are then never quantized nor produced);
     False runs every node of it on its own (a QDQ import does this: its Q/DQ pairs sit
     between those nodes).
+    ``fuse_bias``: run a MatMul whose output only feeds ``+ bias`` (one constant per output
+    column) with that Add as one unit: the bias added in int32 to the product, one
+    requantization (an NPU's fully connected layer); the MatMul's output is then never
+    quantized nor produced. Only when both nodes take the integer path. False: each node
+    on its own, its output requantized (a QDQ import does this).
     """
 
     scheme: QuantScheme
@@ -49,6 +54,7 @@ class QuantPlan:
     source: Literal["calibration", "qdq"] = "calibration"
     calibration: dict[str, Any] = field(default_factory=dict)
     fuse_gelu: bool = True
+    fuse_bias: bool = True
 
     def path(self, node_name: str, default: NodePath = "integer") -> NodePath:
         return self.paths.get(node_name, default)
@@ -64,6 +70,7 @@ class QuantPlan:
             "weights": {k: v.to_dict() for k, v in self.weights.items()},
             "paths": dict(self.paths),
             "fuse_gelu": self.fuse_gelu,
+            "fuse_bias": self.fuse_bias,
         }
 
 

@@ -16,7 +16,7 @@ points become a :class:`QuantPlan`, and the graph without the pairs its float re
   graph output (onnxruntime renames the producer's output ``<y>_QuantizeLinear_Input``), the
   tensor takes the graph output's name.
 - QParams use the full range of the code type (QuantizeLinear saturates to it);
-  ``plan.source = "qdq"``, ``plan.fuse_gelu = False`` (the model's own Q/DQ points sit
+  ``plan.source = "qdq"``, ``plan.fuse_gelu = plan.fuse_bias = False`` (the model's own Q/DQ points sit
   between the nodes of a decomposed GELU), rounding ``"half_even_float"`` (onnxruntime's).
 - clamps: onnxruntime removes a Relu whose output pair clamps at 0 by itself (zero point =
   qmin); with ``restore_clamps`` (default) such pairs after a node not known to be
@@ -234,6 +234,7 @@ def plan_from_qdq(model: Model, restore_clamps: bool = True) -> tuple[Model, Qua
             "restored_clamps": sorted(clamps.values()),
         },
         fuse_gelu=False,
+        fuse_bias=False,
     )
     return float_model, plan
 

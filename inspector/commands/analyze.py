@@ -217,12 +217,12 @@ def print_summary(doc: dict[str, Any], out: TextIO, worst: int = 10) -> None:
     print("SQNR = 10*log10(sum float^2 / sum (int8-float)^2) in dB: higher is better (int8 layers typically 30-45 dB)", file=out)
     rated = [l for l in doc["layers"] if l.get("sqnr_db_isolated") is not None]
     rated.sort(key=lambda l: l["sqnr_db_isolated"])
-    print(f"worst {min(worst, len(rated))} layers by isolated SQNR (only that layer quantized; [GELU]: a fused GELU unit)", file=out)
+    print(f"worst {min(worst, len(rated))} layers by isolated SQNR (only that layer quantized; [GELU]/[+bias]: a fused unit)", file=out)
     print(f"  {'layer':<40} {'op':<18} {'iso dB':>7} {'acc dB':>7} {'cosine':>8} {'clip%':>7}", file=out)
     for l in rated[:worst]:
         clips = [c for c in (l.get("clip_fraction"), l.get("outside_fraction")) if c is not None]
         clip = max(clips) if clips else None
-        op = l["op_type"] + (" [GELU]" if l.get("fused_unit") else "")
+        op = l["op_type"] + ((" [+bias]" if l.get("fused_kind") == "bias" else " [GELU]") if l.get("fused_unit") else "")
         print(
             f"  {_short(l['name'], 40):<40} {_short(op, 18):<18} {_fmt_db(l['sqnr_db_isolated']):>7} "
             f"{_fmt_db(l.get('sqnr_db')):>7} {_fmt(l.get('cosine'), '.5f'):>8} "

@@ -237,9 +237,12 @@ def test_dropping_calibration_data_runs_the_analysis(qtbot, window: MainWindow, 
     result = window.session.analysis
     assert result.calibration["samples"] == 24 and not result.calibration["synthetic"]
     model = window.table.model
-    sqnr = model.raw(model.row_of("matmul"), "sqnr_db")
+    # MatMul + bias run as one unit (bias in int32): its error is on the Add's row
+    sqnr = model.raw(model.row_of("bias"), "sqnr_db")
     assert sqnr is not None and sqnr > 20.0  # int8 MatMul on normal data: well above 20 dB
-    assert model.raw(model.row_of("matmul"), "cosine") > 0.99
+    assert model.raw(model.row_of("bias"), "cosine") > 0.99
+    assert model.raw(model.row_of("matmul"), "sqnr_db") is None
+    assert "MatMul + bias unit" in (result.layer("matmul").note or "")
 
 
 def test_calibration_dropped_while_the_model_loads_is_used(
@@ -516,7 +519,7 @@ def test_batch_dims_are_bound_to_one_and_said_so(qtbot, window: MainWindow, smal
     with qtbot.waitSignal(window.analysis_finished, timeout=LONG_MS):
         window.run_analysis()
     assert window.session.analysis.calibration["synthetic"]
-    assert window.table.model.raw(window.table.model.row_of("matmul"), "sqnr_db") is not None
+    assert window.table.model.raw(window.table.model.row_of("bias"), "sqnr_db") is not None  # the MatMul + bias unit
 
 
 def test_other_symbolic_dims_are_bound_in_the_dims_box(qtbot, window: MainWindow, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from engine.int8.qtensor import (
     tensor_params,
 )
 from engine.quant.integer import (
+    FLOAT32_EXACT,
     INT32_MAX,
     INT32_MIN,
     MatmulOperand,
@@ -175,6 +176,69 @@ class Gemm(IntKernel):
             total = add_bias(total, bias)
         requantize = self.requantizer((a.qp, b.qp), lambda: real_multiplier(scale, out=out), out, axis)
         return (requantize(total),)
+
+
+class MatMulBias(IntKernel):
+    """A MatMul whose output only feeds ``+ bias`` (a constant along the output columns, as a
+    Linear layer exports): ``Y = A @ B + bias`` with the bias quantized to int32 at the
+    accumulator scale ``s_a * s_b`` (per output column with a per-channel B) and added to the
+    exact product, then ONE requantization to the Add's output, as an NPU's fully connected
+    op with bias does. Inputs: ``A``, ``B`` (quantized) and the float bias; built by the
+    executor for a recognised MatMul + Add pair (not an ONNX op: never in the registry)."""
+
+    op_type = "MatMul+bias"
+    float_inputs = frozenset({2})
+
+    def run(self, inputs: Sequence[Value | None], out_params: Sequence[QParams | None]) -> tuple[Value, ...]:
+        a, b = qinput(inputs[0], "input A"), qinput(inputs[1], "input B")
+        out = out_param(out_params)
+        if a.codes.ndim < 2 or b.codes.ndim != 2:
+            raise NotInteger("MatMul + bias needs A of rank >= 2 and a 2-D B")
+        constants = (self.constant(0, inputs[0]), self.constant(1, inputs[1]))
+        shapes = (a.qp, b.qp, a.codes.ndim)
+        params = self.prepared("params", shapes, lambda: matmul_params(a, b))
+        if params.axis != -1:
+            raise NotInteger("MatMul + bias with A per channel")
+        acc_scale = params.acc_scale
+        bias_value = inputs[2]
+
+        def fold() -> np.ndarray:
+            bias = np.rint(np.asarray(bias_value, dtype=np.float64).reshape(-1) / acc_scale.astype(np.float64))
+            return np.clip(bias, INT32_MIN, INT32_MAX).astype(np.int64)
+
+        bias = self.prepared("bias", (bias_value, a.qp, b.qp), fold)
+        requantize = self.requantizer(shapes, lambda: real_multiplier(acc_scale, out=out), out, -1)
+        augmented = self._augmented(a, b, params, constants[1], bias, bias_value)
+        if augmented is not None:
+            return (requantize(augmented),)
+        acc, _, _ = matmul_accumulate(a, b, constants, params)
+        return (requantize(add_bias(acc, bias)),)
+
+    def _augmented(
+        self, a: QTensor, b: QTensor, params: MatmulParams, b_constant: Constant | None, bias: np.ndarray, bias_value: object
+    ) -> np.ndarray | None:
+        """``[A - za, 1] @ [[B - zb], [bias]]``: the bias as one more row of B against a column
+        of ones, so the GEMM itself adds it (no pass over the output). One float32 GEMM, exact
+        when ``K * max|A - za| * max|B - zb| + max|bias| <= 2**24`` (every partial sum an
+        integer below it); None otherwise (or for a non-constant B, or wide codes)."""
+        if b_constant is None or a.codes.dtype.itemsize != 1 or type(params.za) is not int:
+            return None
+        info = np.iinfo(a.codes.dtype)
+        a_bound = max(info.max - params.za, params.za - info.min)
+        kernel, index, source = b_constant
+        w = kernel.prepared(index, source, lambda: matmul_operand(b.codes, params.zb, -1, data_bound=True))
+        k = a.codes.shape[-1]
+        b_max = int(np.abs(bias).max()) if bias.size else 0
+        if w.values.dtype != np.float32 or k * a_bound * max(w.bound, 1) + b_max > FLOAT32_EXACT:
+            return None
+        w_aug = self.prepared("augmented", (w, bias_value, a.qp, b.qp), lambda: np.concatenate([w.values, bias.astype(np.float32)[None, :]]))
+        a_aug = np.empty(a.codes.shape[:-1] + (k + 1,), dtype=np.float32)
+        fc = a.codes_f32()
+        np.copyto(a_aug[..., :k], fc if fc is not None else a.codes, casting="unsafe")
+        if params.za:
+            a_aug[..., :k] -= np.float32(params.za)
+        a_aug[..., k] = 1.0
+        return np.matmul(a_aug, w_aug)
 
 
 def _moved_axis(qp: QParams, axis: int) -> QParams:

@@ -21,10 +21,10 @@ from benchmarks.models import (
 )
 from engine.errors import ModelError
 from engine.int8 import Int8Executor, QTensor, propagate_passthrough
-from engine.int8.executor import find_gelu_units
+from engine.int8.executor import find_bias_units, find_gelu_units
 from engine.int8.plan import QuantPlan, same_params
 from engine.quant.metrics import compare
-from engine.quant.qparams import QuantScheme, dequantize, qparams_from_range
+from engine.quant.qparams import QuantScheme, dequantize, qparams_from_range, quantize
 from tests.engine.int8.helpers import minmax_plan
 
 COSINE_MIN = 0.99
@@ -199,7 +199,8 @@ def test_float_path_and_fallback_notes(mlp) -> None:
     add = next(n for n in model.graph.nodes if n.op_type == "Add")
     bias = next(i for i in add.inputs if i in model.graph.weights)
     b = np.asarray(model.graph.weights[bias])
-    bad = replace(plan, paths={}, weights={**plan.weights, bias: qparams_from_range(np.minimum(b, 0), np.maximum(b, 0), axis=0)})
+    # the Add on its own (not fused with its MatMul), its bias listed per channel
+    bad = replace(plan, paths={}, weights={**plan.weights, bias: qparams_from_range(np.minimum(b, 0), np.maximum(b, 0), axis=0)}, fuse_bias=False)
     result = Int8Executor(model, bad).run(feeds)
     assert result.paths[add.name] == "float_fallback" and "per-channel" in result.notes[add.name]
     with pytest.raises(ModelError):
@@ -265,9 +266,94 @@ def test_decomposed_gelu_variants_are_recognised() -> None:
     assert find_gelu_units(shared.graph) == []
 
 
+def test_bias_units_found_only_for_a_matmul_feeding_one_bias_add() -> None:
+    model = engine.model_from_proto(bert_encoder(layers=1, hidden=32, heads=2, ffn=64, seq=8, vocab=50))
+    units = find_bias_units(model.graph)
+    # Q, K, V, attention output, FFN in and out: each a MatMul with a bias Add
+    assert len(units) == 6
+    for members, mm, add, bias in units:
+        assert [model.graph.nodes[i] for i in members] == [mm, add] and mm.op_type == "MatMul" and add.op_type == "Add"
+        assert bias in model.graph.weights and mm.outputs[0] in add.inputs
+    # the attention MatMuls (two activations) are not units
+    assert all(mm.inputs[1] in model.graph.weights for _, mm, _, _ in units)
+
+    def graph_with(bias_shape, extra_reader=False, output_h=False):
+        w = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+        b = numpy_helper.from_array(np.ones(bias_shape, np.float32), "b")
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Add", ["b", "h"], ["y"], name="add")]
+        outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+        if extra_reader:
+            nodes.append(helper.make_node("Relu", ["h"], ["r"], name="relu"))
+            outs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
+        if output_h:
+            outs.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, None))
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])], outs, [w, b])
+        return engine.model_from_proto(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])).graph
+
+    assert len(find_bias_units(graph_with((3,)))) == 1  # bias first in the Add: either order
+    assert len(find_bias_units(graph_with((1, 3)))) == 1
+    assert find_bias_units(graph_with((2, 3))) == []  # one value per row too: not a column bias
+    assert find_bias_units(graph_with((3,), extra_reader=True)) == []  # h read twice
+    assert find_bias_units(graph_with((3,), output_h=True)) == []  # h is a graph output
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_bias_unit_adds_the_bias_in_int32_and_requantizes_once(mlp, per_channel: bool) -> None:
+    """The unit's codes are those of ``round((acc + round(b / s_acc)) * s_acc / s_y)`` computed
+    here from the plan's parameters (the MatMul output is never quantized); the two nodes
+    report the unit, run_node of the unit reproduces the run, fuse_bias=False restores
+    the separate requantization."""
+    model, calib, feeds = mlp
+    plan = minmax_plan(model, calib, QuantScheme(weight_per_channel=per_channel))
+    executor = Int8Executor(model, plan)
+    result = executor.run(feeds, intermediate=True)
+    graph = model.graph
+    mm = next(n for n in graph.nodes if n.name == "fc2/MatMul")
+    add = next(n for n in graph.nodes if n.name == "fc2/Add")
+    x, w = mm.inputs
+    y = add.outputs[0]
+    assert mm.outputs[0] not in result.values and "MatMul + bias unit" in result.notes[mm.name]
+    assert result.paths[mm.name] == result.paths[add.name] == "integer"
+    qx, qw, qy = plan.activations[x], plan.weights[w], plan.activations[y]
+    s_x = np.float32(qx.scale)
+    s_w = np.asarray(qw.scale, dtype=np.float32).reshape(-1)
+    s_acc = (s_x * s_w).astype(np.float32)
+    xc = result.codes[x].astype(np.int64) - int(np.asarray(qx.zero_point))
+    wc = quantize(np.asarray(graph.weights[w]), qw)[0].astype(np.int64)
+    acc = xc @ wc + np.rint(np.asarray(graph.weights["fc2.bias"], np.float64) / s_acc.astype(np.float64)).astype(np.int64)
+    m = (s_acc / np.float32(qy.scale)).astype(np.float32)
+    want = np.clip(np.rint(acc.astype(np.float32) * m) + int(np.asarray(qy.zero_point)), qy.qmin, qy.qmax).astype(np.int8)
+    assert np.array_equal(result.codes[y], want)
+    unit = executor.units[graph.nodes.index(mm)]
+    assert unit.kind == "bias" and unit.node.name == f"{mm.name}:bias"
+    alone, _ = executor.run_node(unit.node.name, [result.values[x]])
+    assert np.array_equal(alone[0], result.values[y])
+    separate = Int8Executor(model, replace(plan, fuse_bias=False)).run(feeds, intermediate=True)
+    assert mm.outputs[0] in separate.values and not executor_units_for(model, replace(plan, fuse_bias=False))
+    ref = engine.run(model, feeds)[y]
+    # one rounding fewer: at least as close to the float model, give or take a step's noise
+    step = float(np.float32(qy.scale))
+    assert np.abs(result.values[y] - ref).max() <= np.abs(separate.values[y] - ref).max() + step
+
+
+def executor_units_for(model, plan) -> dict:
+    return Int8Executor(model, plan).units
+
+
+def test_bias_unit_only_when_both_nodes_take_the_integer_path(mlp) -> None:
+    model, calib, feeds = mlp
+    for name in ("fc2/MatMul", "fc2/Add"):
+        for path in ("float", "float_fallback"):
+            plan = minmax_plan(model, calib, paths={name: path})
+            executor = Int8Executor(model, plan)
+            fc2 = [i for i, n in enumerate(model.graph.nodes) if n.name.startswith("fc2/")]
+            assert not any(i in executor.units for i in fc2)
+            assert "fc2/MatMul" not in executor.run(feeds).notes
+
+
 def test_hook_progress_and_replacement(mlp) -> None:
     model, calib, feeds = mlp
-    plan = minmax_plan(model, calib)
+    plan = replace(minmax_plan(model, calib), fuse_bias=False)  # every node on its own: one hook call each
     seen: list[tuple[str, bool]] = []
     steps: list[tuple[int, int]] = []
     relu = next(n for n in model.graph.nodes if n.op_type == "Relu")

@@ -113,11 +113,15 @@ def conv_weight(w: QTensor, group: int, bias: np.ndarray | None = None) -> ConvW
 
 def centred_input(x: QTensor) -> tuple[np.ndarray, int]:
     """``codes - zero_point`` as float32 (exact) and a bound on its magnitude (from the
-    dtype range and zero point for 8/16-bit codes, else from the data)."""
+    dtype range and zero point for 8/16-bit codes, else from the data). Read only: it may be
+    the codes' own float32 copy (:meth:`QTensor.codes_f32`)."""
     zx = zero_point(x.qp)
     codes = x.codes
     if codes.dtype in _CODE_RANGE:
         lo, hi = _CODE_RANGE[codes.dtype]
+        fc = x.codes_f32()
+        if fc is not None and not zx:
+            return fc, max(hi, -lo)
         xf = codes.astype(np.float32)
         if zx:
             xf -= np.float32(zx)

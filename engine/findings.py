@@ -255,12 +255,19 @@ def _clipped_layers(result: "AnalysisResult") -> list[tuple[str, str, float]]:
     """(node, output tensor, clip fraction) of layers that clip at least CLIP_FRACTION."""
     out = []
     for layer in result.layers:
-        fractions = [s.clip_fraction for s in (layer.accumulated, layer.isolated) if s is not None and not math.isnan(s.clip_fraction)]
-        if layer.outside_fraction is not None:
-            fractions.append(layer.outside_fraction)
+        fractions = list(_clip_fractions(layer).values())
         if fractions and max(fractions) >= CLIP_FRACTION and layer.outputs:
             out.append((layer.name, layer.outputs[0], max(fractions)))
     return out
+
+
+def _clip_fractions(layer: Any) -> dict[str, float]:
+    """The layer's saturated fractions that are known: ``outside`` (float values beyond the
+    range), ``isolated`` and ``accumulated`` (values the int8 executor saturated)."""
+    found = {"outside": layer.outside_fraction}
+    for key, s in (("isolated", layer.isolated), ("accumulated", layer.accumulated)):
+        found[key] = None if s is None or math.isnan(s.clip_fraction) else s.clip_fraction
+    return {k: float(v) for k, v in found.items() if v is not None}
 
 
 def _fallback_nodes(model: Model, paths: Mapping[str, str]) -> list[str]:
@@ -374,6 +381,7 @@ def _clip_findings(
 ) -> list[Finding]:
     findings = []
     in_unit = _unit_members(result)
+    by_layer = {l.name: l for l in result.layers}
     for node, tensor, fraction in _clipped_layers(result):
         qp = plan.activations.get(tensor)
         obs = stats.tensors.get(tensor)
@@ -385,15 +393,26 @@ def _clip_findings(
             rng = f" at the {qp.dtype} range [{lo:.3g}, {hi:.3g}]"
         method = plan.calibration.get("method", plan.source)
         text = f"{fraction:.2%} of the values of {tensor} saturate{rng} ({method} calibration)"
+        parts = _clip_fractions(by_layer[node]) if node in by_layer else {}
+        numbers.update({f"{k}_fraction": v for k, v in parts.items()})
+        drift = parts.get("outside") == 0.0 and max(parts.get("isolated", 0.0), parts.get("accumulated", 0.0)) > 0.0
+        if drift:
+            # the float values all fit: what saturates are int8 values carried over the edge by
+            # the error of this layer (isolated) or of the layers before it (accumulated)
+            text += (
+                f"; the float values all lie inside the range, so the int8 model's own error carries them over it "
+                f"(isolated view {parts.get('isolated', 0.0):.2%}, accumulated {parts.get('accumulated', 0.0):.2%})"
+            )
         delta = 0.0
         if qp is not None and not qp.per_channel and obs is not None and obs.count and probe is not None and node not in in_unit:
             full = _like(qp, float(obs.min), float(obs.max), plan)
             numbers.update(observed_min=float(obs.min), observed_max=float(obs.max))
             if same_params(full, qp):
-                text += (
-                    f"; the calibration data reached only [{obs.min:.3g}, {obs.max:.3g}], all inside the range: "
-                    "the evaluation data go beyond what calibration saw"
-                )
+                if not drift:
+                    text += (
+                        f"; the calibration data reached only [{obs.min:.3g}, {obs.max:.3g}], all inside the range: "
+                        "the evaluation data go beyond what calibration saw"
+                    )
                 base = alt = None
             else:
                 base = _sqnr(probe, node)

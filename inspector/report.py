@@ -1243,6 +1243,9 @@ class _Report:
                 f"{prof.get('op_overhead_ns', 0):g} ns per op launch")
         if prof.get("source"):
             text += f" ({prof['source']})"
+        assumed = self.doc.get("assumed_dims") or {}
+        if assumed:
+            text += "; estimates per sample: " + ", ".join(f"{k}={v}" for k, v in assumed.items()) + " assumed"
         return text
 
     def paint_contents(self, p: QPainter) -> None:
@@ -1321,7 +1324,7 @@ class _Report:
                 f.heading(f"Worst {len(worst)} layers at a glance (details in section 2)", keep=mm(15))
                 cols = [Column("#", align="r"), Column("Layer", elide=Qt.TextElideMode.ElideMiddle), Column("Op"),
                         Column("Isolated dB", align="r"), Column("Accum. dB", align="r"), Column("Cosine", align="r")]
-                f.table(cols, [[str(i), l["name"], l["op_type"] + _unit_tag(l, " (GELU unit)", " (+ bias)"),
+                f.table(cols, [[str(i), l["name"], l["op_type"] + _unit_tag(l, " (GELU unit)", " (MatMul + bias unit)"),
                                 fmt_db(l.get("sqnr_db_isolated")), fmt_db(l.get("sqnr_db")),
                                 "–" if l.get("cosine") is None else f"{l['cosine']:.5f}"] for i, l in enumerate(worst, 1)])
             self._findings_list()
@@ -1391,6 +1394,7 @@ class _Report:
                     "the distribution shows the float values against the int8 range they are clipped to.",
                     size=8.5, color=MUTED, after=mm(4))
         activations = self.doc.get("activations") or {}
+        layers_all = list(self.doc.get("layers") or [])
         by_node: dict[str, list[Mapping[str, Any]]] = {}
         for item in self.findings:
             by_node.setdefault(item.get("node", ""), []).append(item)
@@ -1402,6 +1406,9 @@ class _Report:
             f.need(min(est_h, f.bottom - f.top))
             f.heading(f"{rank}. {name}", keep=mm(8) + chart_h)
             op = layer["op_type"] + _unit_tag(layer, " (fused GELU unit)", " (fused MatMul + bias unit)")
+            members = [l for l in layers_all if layer.get("fused_unit") and l.get("fused_unit") == layer.get("fused_unit")]
+            if len(members) > 1:  # the unit's error covers all its nodes: name them
+                op += ": " + ", ".join(f"{m['op_type']} {m['name']}" for m in members if m is not layer) + " and this node"
             clips = [c for c in (layer.get("clip_fraction"), layer.get("outside_fraction")) if c is not None]
             parts = [
                 f"{op}, {layer.get('path') or '–'} path",
@@ -1412,7 +1419,9 @@ class _Report:
                 parts.append(f"cosine {layer['cosine']:.5f}")
             if clips:
                 parts.append(f"clipped {100 * max(clips):.3f} %")
-            if layer.get("est_ns") is not None:
+            if len(members) > 1 and all(m.get("est_ns") is not None for m in members):
+                parts.append(f"est. {fmt_ns(sum(m['est_ns'] for m in members))} for the unit's {len(members)} nodes (unfused)")
+            elif layer.get("est_ns") is not None:
                 parts.append(f"est. {fmt_ns(layer['est_ns'])} ({layer.get('bound')}-bound, {LANE_LABELS.get(layer.get('lane') or '', layer.get('lane'))})")
             f.paragraph(" · ".join(parts), size=8, color=MUTED, after=mm(1.5))
             tensor = (layer.get("outputs") or [""])[0]
@@ -1468,8 +1477,8 @@ class _Report:
         rated = [l for l in layers if l.get("sqnr_db_isolated") is not None]
         if rated:
             by_op: dict[str, list[float]] = {}
-            for l in rated:
-                by_op.setdefault(l["op_type"], []).append(l["sqnr_db_isolated"])
+            for l in rated:  # a fused unit's error counts for the unit, not for the op writing its output
+                by_op.setdefault(_unit_tag(l, "GELU unit", "MatMul + bias unit") or l["op_type"], []).append(l["sqnr_db_isolated"])
             rows = sorted(((op, np.asarray(v)) for op, v in by_op.items()), key=lambda kv: float(kv[1].min()))
             f.gap(mm(4))
             f.heading("Isolated SQNR by op type", keep=mm(15))
@@ -1645,11 +1654,12 @@ class _Report:
                              l.get("bound") or "–", fmt_count(l.get("macs")), fmt_bytes(l.get("dram_bytes")),
                              "–" if l.get("intensity") is None else f"{l['intensity']:.3g}", fmt_ns(l.get("est_ns"))])
                 colors.append(None)
-        f.table(cols, rows, size=6.8, row_colors=colors)
-        if self.quant:
+        if self.quant:  # the legend before the table, which runs over pages
             f.paragraph("·G: part of a fused GELU unit; ·B: part of a MatMul + bias unit (bias added in int32, one "
-                        "requantization); a unit's error is reported on the node writing its output. "
+                        "requantization); a unit's error is reported on the node writing its output, its other "
+                        "nodes show –. – also marks nodes without a float output (shape arithmetic, indices). "
                         f"Red rows: the {WORST_LAYERS} worst layers by isolated SQNR (section 2).", size=7.5, color=MUTED, italic=True)
+        f.table(cols, rows, size=6.8, row_colors=colors)
 
 
 def _reason_kind(reason: str) -> str:

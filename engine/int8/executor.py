@@ -445,10 +445,12 @@ class Int8Executor:
                 for name in unit.node.inputs[1:]:
                     if intermediate and weights_too and name not in result.values:
                         self._record_weight(result, name)
+                writer = next(graph.nodes[m].name for m in unit.members if unit.y in graph.nodes[m].outputs)
                 for m in unit.members:
                     member = graph.nodes[m].name
                     result.paths[member] = path
-                    result.notes[member] = f"runs in {unit.label}" + (f"; {note}" if note else "")
+                    role = "its error is on this node" if member == writer else f"output not produced; its error is on {writer}"
+                    result.notes[member] = f"runs in {unit.label} ({role})" + (f"; {note}" if note else "")
             else:
                 outs, out_names = (), []
             if out_names and hook is not None:

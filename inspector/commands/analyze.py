@@ -217,12 +217,12 @@ def print_summary(doc: dict[str, Any], out: TextIO, worst: int = 10) -> None:
     print("SQNR = 10*log10(sum float^2 / sum (int8-float)^2) in dB: higher is better (int8 layers typically 30-45 dB)", file=out)
     rated = [l for l in doc["layers"] if l.get("sqnr_db_isolated") is not None]
     rated.sort(key=lambda l: l["sqnr_db_isolated"])
-    print(f"worst {min(worst, len(rated))} layers by isolated SQNR (only that layer quantized; [GELU]/[+bias]: a fused unit)", file=out)
+    print(f"worst {min(worst, len(rated))} layers by isolated SQNR (only that layer quantized; [GELU unit]/[+bias unit]: the error of a fused unit, on the node writing its output)", file=out)
     print(f"  {'layer':<40} {'op':<18} {'iso dB':>7} {'acc dB':>7} {'cosine':>8} {'clip%':>7}", file=out)
     for l in rated[:worst]:
         clips = [c for c in (l.get("clip_fraction"), l.get("outside_fraction")) if c is not None]
         clip = max(clips) if clips else None
-        op = l["op_type"] + ((" [+bias]" if l.get("fused_kind") == "bias" else " [GELU]") if l.get("fused_unit") else "")
+        op = l["op_type"] + ((" [+bias unit]" if l.get("fused_kind") == "bias" else " [GELU unit]") if l.get("fused_unit") else "")
         print(
             f"  {_short(l['name'], 40):<40} {_short(op, 18):<18} {_fmt_db(l['sqnr_db_isolated']):>7} "
             f"{_fmt_db(l.get('sqnr_db')):>7} {_fmt(l.get('cosine'), '.5f'):>8} "
@@ -272,8 +272,10 @@ def print_npu_summary(doc: dict[str, Any], out: TextIO, top: int = 8) -> None:
         return
     prof = doc["profile"]
     fused, unfused = tl["total_ns"], tl["total_ns_unfused"]
+    assumed = doc.get("assumed_dims") or {}
+    per = f" ({', '.join(f'{k}={v}' for k, v in assumed.items())} assumed; --dim NAME=VALUE binds it)" if assumed else ""
     print(
-        f"NPU estimate on {prof['name']}: {unfused / 1e6:.3f} ms unfused, {fused / 1e6:.3f} ms with "
+        f"NPU estimate on {prof['name']}{per}: {unfused / 1e6:.3f} ms unfused, {fused / 1e6:.3f} ms with "
         f"{len(doc['fusions'])} fusions ({100 * (1 - fused / unfused) if unfused else 0:.1f}% saved)",
         file=out,
     )
@@ -283,6 +285,8 @@ def print_npu_summary(doc: dict[str, Any], out: TextIO, top: int = 8) -> None:
     print(f"  memory-bound layers take {100 * memory / total:.1f}% of the unfused layer time", file=out)
     fusions = sorted(doc["fusions"], key=lambda f: -f["est_ns_saved"])[:top]
     if fusions:
+        shown = f"the {len(fusions)} saving most time, of {len(doc['fusions'])}" if len(doc["fusions"]) > len(fusions) else "all"
+        print(f"  fusions ({shown}; every one in the JSON and the report):", file=out)
         print(f"  {'fusion':<28} {'nodes':>5} {'DRAM saved':>12} {'time saved':>12}", file=out)
         for f in fusions:
             print(
@@ -304,9 +308,10 @@ def analysis_from_args(args: argparse.Namespace, progress: Any = None) -> tuple[
 
     model = load_from_args(args)
     profile = resolve_profile(args.profile)
+    cost_model, assumed = model_for_costs(args, model)
     if args.no_quant:
-        report = npu_report_for(model, profile, None)
-        return model, None, report, deployment_document(model, None, report)
+        report = npu_report_for(cost_model, profile, None)
+        return model, None, report, with_assumed(deployment_document(model, None, report), assumed)
     scheme = scheme_from_args(args)
     qdq = has_qdq(model)
     calib = None if (qdq and args.calib is None) else calib_spec_from_args(args)
@@ -323,14 +328,38 @@ def analysis_from_args(args: argparse.Namespace, progress: Any = None) -> tuple[
         batch=args.batch,
     )
     result = run_analysis(model, calib, evaluation, labels, labels_path or "labels", config, progress=progress)
-    report = npu_report_for(model, profile, result)
-    return model, result, report, deployment_document(model, result, report)
+    report = npu_report_for(cost_model, profile, result)
+    return model, result, report, with_assumed(deployment_document(model, result, report), assumed)
+
+
+def model_for_costs(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, int]]:
+    """The model the cost model estimates, and the dimensions assumed for it: batch-like
+    dimensions left free are bound to 1 (as the window does; the estimate is per sample and
+    fusions need known shapes), the analysis itself keeps them free (it runs in batches)."""
+    from engine import load_model
+    from inspector.session import batch_like_dims
+
+    assumed = batch_like_dims(model)
+    if not assumed:
+        return model, {}
+    return load_model(model_path(args), dims={**dict(args.dim), **assumed}), assumed
+
+
+def with_assumed(doc: dict[str, Any], assumed: dict[str, int]) -> dict[str, Any]:
+    """``doc`` with ``assumed_dims`` (the dimensions bound to 1 for the NPU estimate), when any."""
+    if assumed:
+        doc["assumed_dims"] = dict(assumed)
+    return doc
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from engine.fileio import write_text
     from inspector.progress import TerminalProgress
 
+    if args.json:  # before the work: a path that cannot be written fails now, not after the analysis
+        from inspector.commands.report import check_writable
+
+        check_writable(args.json)
     bar = TerminalProgress(f"analyze {os.path.splitext(os.path.basename(model_path(args)))[0]}")
     try:
         model, result, _report, doc = analysis_from_args(args, progress=bar)

@@ -144,6 +144,33 @@ def test_bias_finding_gain_is_computed() -> None:
     assert "+4 steps" in found[0].text and "64%" in found[0].text
 
 
+def _clip_summary(clip: float) -> ErrorSummary:
+    return ErrorSummary(1000, 0, 0.999, 30.0, 1e-4, 0.1, 0.0, 0.01, 0.0, 0.0, clip, 0.0, 0.1, None, 0, 0)
+
+
+@pytest.mark.parametrize("outside", [0.0, 0.004, None])
+def test_clipping_finding_names_the_cause_it_saw(outside) -> None:
+    """Float values inside the range but int8 values saturated: the int8 model's own error
+    (accumulated here) carried them over, not data beyond calibration; with float values
+    outside the range that is the cause named; unknown: neither claim."""
+    from engine.findings import _clip_findings
+    from engine.int8.plan import QuantPlan
+    from engine.quant.qparams import qparams_from_range
+
+    class Result:
+        layers = [LayerResult("gemm", "Gemm", ["logits"], "integer", None, _clip_summary(0.0016), _clip_summary(0.0), outside_fraction=outside)]
+
+    plan = QuantPlan(QuantScheme(), activations={"logits": qparams_from_range(-4.7, 4.7, "int8", True)})
+    found = _clip_findings(None, plan, Result(), CalibrationStats(), None)  # type: ignore[arg-type]
+    assert len(found) == 1
+    f = found[0]
+    drift = "the int8 model's own error carries them over it" in f.text
+    assert drift == (outside == 0.0)
+    assert f.numbers["accumulated_fraction"] == pytest.approx(0.0016)
+    assert ("outside_fraction" in f.numbers) == (outside is not None)
+    assert f.numbers["clip_fraction"] == pytest.approx(max(0.0016, outside or 0.0))
+
+
 def _softmax_model(tmp_path):
     rng = np.random.default_rng(3)
     w = numpy_helper.from_array((rng.standard_normal((16, 12)) / 2).astype(np.float32), "W")

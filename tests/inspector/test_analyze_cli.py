@@ -227,3 +227,30 @@ def test_qdq_model_uses_its_own_scales(tmp_path, capsys) -> None:
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     step = doc["plan"]["activations"]["y"]["scale"]
     assert np.abs(ours - ref).max() <= 1.0001 * step  # at most one output code apart
+
+
+def test_free_batch_is_bound_to_one_for_the_npu_estimate_and_said(tmp_path, capsys) -> None:
+    """As the window does: the NPU estimate binds a free batch dimension to 1 (the fusions
+    need known shapes: MatMul + bias is a gemm_bias_act fusion then), says so on the terminal
+    and in the JSON; --dim batch=1 gives the same estimate without the note."""
+    model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
+    free, bound = tmp_path / "free.json", tmp_path / "bound.json"
+    code, out, err = run_cli(capsys, "analyze", model, "--samples", "8", "--json", str(free))
+    assert code == 0, err
+    assert "(batch=1 assumed; --dim NAME=VALUE binds it)" in out
+    doc = json.loads(free.read_text())
+    assert doc["assumed_dims"] == {"batch": 1}
+    assert any(f["pattern"] == "gemm_bias_act" for f in doc["fusions"])
+    code, out, err = run_cli(capsys, "analyze", model, "--samples", "8", "--dim", "batch=1", "--json", str(bound))
+    assert code == 0, err
+    assert "assumed" not in out.split("NPU estimate")[1].splitlines()[0]
+    other = json.loads(bound.read_text())
+    assert "assumed_dims" not in other and other["timeline"]["total_ns"] == doc["timeline"]["total_ns"]
+
+
+def test_unwritable_json_fails_before_the_analysis(tmp_path, capsys) -> None:
+    model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
+    code, out, err = run_cli(capsys, "analyze", model, "--samples", "8", "--json", str(tmp_path / "missing" / "a.json"))
+    assert code == 2
+    assert_one_line_error(err, "missing", "the folder does not exist")
+    assert "SQNR" not in out  # nothing was analysed

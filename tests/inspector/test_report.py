@@ -91,6 +91,12 @@ def test_pdf_text_holds_the_title_page_facts_and_the_findings(vit_report) -> Non
     # no ligature glyphs: "float" and "file" must stay searchable
     assert "\ufb01" not in text and "\ufb02" not in text
     assert "Page 1 of" in text
+    # fused units: counted as units by op type, their members named, the estimate's batch said
+    assert any(l.get("fused_kind") == "bias" for l in doc["layers"])
+    flat = " ".join(text.split())
+    assert "MatMul + bias unit" in flat and "GELU unit" in flat
+    assert "·B: part of a MatMul + bias unit" in flat
+    assert doc["assumed_dims"] == {"batch": 1} and "batch=1 assumed" in flat
 
 
 def test_pdf_embeds_a_cjk_font_and_has_many_pages(vit_report) -> None:

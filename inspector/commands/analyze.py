@@ -179,7 +179,7 @@ def plan_from_args(model: Any, args: argparse.Namespace, progress: Any = None) -
         workers=args.workers,
         progress=progress,
     )
-    return model, plan, {"method": args.method, "synthetic": stats.synthetic, "samples": stats.samples}
+    return model, plan, {"method": args.method, "synthetic": stats.synthetic, "samples": stats.samples, "data": stats.source}
 
 
 # ------------------------------------------------------------------------ output

@@ -23,9 +23,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine import random_feeds
     from engine.executor import executor_for
     from engine.fileio import read_npz, write_npz
+    from inspector.commands.report import check_writable
     from inspector.progress import TerminalProgress
 
     model = load_from_args(args)
+    check_writable(args.output)  # before any work
+    given = read_npz(args.inputs, "input file") if args.inputs else None  # read (and checked) before calibrating
+    if given is not None and "labels" in given and "labels" not in model.graph.input_names:
+        del given["labels"]  # a data file's labels (as analyze reads them), not an input of the model
+        print(f"{args.inputs}: ignoring the array 'labels' (not an input of the model)")
     if args.int8:
         from engine.int8.executor import Int8Executor
         from inspector.commands.analyze import plan_from_args
@@ -39,13 +45,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("int8: scales from the model's QuantizeLinear/DequantizeLinear nodes")
         else:
             synthetic = " (SYNTHETIC random data: ranges are not representative)" if facts.get("synthetic") else ""
-            print(f"int8: calibrated with {facts['method']} on {facts['samples']} samples{synthetic}")
+            data = f" of {facts['data']}" if facts.get("data") and not facts.get("synthetic") else ""
+            print(f"int8: calibrated with {facts['method']} on {facts['samples']} samples{data}{synthetic}")
     else:
         run_model, plan = model, None
-    if args.inputs:
-        feeds = read_npz(args.inputs, "input file")
+    if given is not None:
+        feeds = given
     else:
         feeds = random_feeds(run_model, seed=args.seed)
+        print(f"inputs: random (seed {args.seed}); --inputs IN.npz gives your own")
     bar = TerminalProgress(f"run {model.name}")
     try:
         if plan is not None:
@@ -73,7 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from inspector.commands.analyze import add_quant_arguments
 
-    p = sub.add_parser("run", help="run the float (or, with --int8, the int8) model on inputs and write the outputs")
+    p = sub.add_parser(
+        "run",
+        help="run the float (or, with --int8, the int8) model on inputs and write the outputs",
+        description="Run the model on inputs (an .npz with one array per model input; random seeded inputs "
+        "without --inputs) and write its outputs to an .npz. With --int8 the integer-exact int8 executor runs "
+        "instead and the outputs are dequantized: a QDQ model uses its own scales, a float model is calibrated "
+        "first (on --calib, or on a bundled sample's calibration set).",
+    )
     add_model_arguments(p)
     p.add_argument("--inputs", metavar="IN.npz", help="one array per model input; random (seeded) inputs if omitted")
     p.add_argument("-o", "--output", metavar="OUT.npz", required=True, help="where to write the outputs")

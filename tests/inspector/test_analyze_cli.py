@@ -254,3 +254,20 @@ def test_unwritable_json_fails_before_the_analysis(tmp_path, capsys) -> None:
     assert code == 2
     assert_one_line_error(err, "missing", "the folder does not exist")
     assert "SQNR" not in out  # nothing was analysed
+
+
+def test_run_takes_a_data_file_with_labels_and_checks_the_output_first(tmp_path, capsys) -> None:
+    model = save(matmul_relu(k=16, n=8), tmp_path / "m.onnx")
+    data = tmp_path / "val.npz"
+    x = np.random.default_rng(2).standard_normal((5, 16)).astype(np.float32)
+    np.savez(data, x=x, labels=np.arange(5))
+    out = tmp_path / "o.npz"
+    code, stdout, err = run_cli(capsys, "run", model, "--inputs", str(data), "-o", str(out))
+    assert code == 0, err
+    assert "ignoring the array 'labels'" in stdout
+    with np.load(out) as got:
+        assert got["y"].shape == (5, 8)
+    code, stdout, err = run_cli(capsys, "run", model, "--int8", "--calib", str(data), "-o", str(tmp_path / "no" / "o.npz"))
+    assert code == 2
+    assert_one_line_error(err, "the folder does not exist")
+    assert "calibrated" not in stdout  # refused before calibrating

@@ -659,14 +659,24 @@ def gelu_units(executor: Any) -> dict[str, Any]:
     return {nodes[i].name: unit for i, unit in units.items()}
 
 
-def run_gelu_unit(executor: Any, unit: Any, x: np.ndarray) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
+def run_gelu_unit(
+    executor: Any, unit: Any, x: np.ndarray, quantized: dict[str, Any] | None = None
+) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
     """A fused unit evaluated alone on float ``x`` (quantized with x's QParams; the unit's
     constants are the model's), as ``run_node`` does for one node: (dequantized outputs,
     clipped per output)."""
     from engine.int8.qtensor import QTensor, quantize_tensor, to_float
 
     qp = executor.plan.activations.get(unit.x)
-    arg = quantize_tensor(np.asarray(x), qp) if qp is not None and np.asarray(x).dtype.kind == "f" else x
+    hit = quantized.get(unit.x) if quantized is not None else None
+    if hit is not None and hit[0] is x:  # quantized for another reader already (see Int8Executor.run_node)
+        arg = hit[1]
+    elif qp is not None and np.asarray(x).dtype.kind == "f":
+        arg = quantize_tensor(np.asarray(x), qp)
+        if quantized is not None:
+            quantized[unit.x] = (x, arg)
+    else:
+        arg = x
     weights = executor.model.graph.weights
     args = [arg, *(weights[n] for n in unit.node.inputs[1:])]
     outs, _, _ = executor._execute(unit.node, args, unit.path, unit.int_kernel, unit.float_kernel)
@@ -735,6 +745,7 @@ def _evaluate_range(
     notes: dict[str, str] = {}
 
     units = gelu_units(int8)
+    unit_by_name = {u.node.name: u for u in units.values()}
     unit_inputs: dict[str, np.ndarray] = {}
     # isolated view: each float tensor quantized once for all its readers, dropped after the last
     quantized: dict[str, Any] = {}
@@ -746,6 +757,16 @@ def _evaluate_range(
         its float outputs with their energies (for the accumulated view)."""
         captured: list[tuple[Node, list[tuple[str, np.ndarray, float | None]]]] = []
         quantized.clear()  # graph outputs read by nodes are never dropped: not kept across batches
+        freed: set[str] = set()
+
+        def release(node: Node) -> None:
+            """Drop quantized inputs after their last reader, except a unit's input while the
+            unit (evaluated at the node writing its output) still waits for it."""
+            freed.update(float_exec.free_after[node_index[id(node)]])
+            awaited = {unit_by_name[name].x for name in unit_inputs}
+            for name in freed - awaited:
+                quantized.pop(name, None)
+            freed.intersection_update(awaited)
 
         def hook(node: Node, inputs: Sequence[np.ndarray | None], outputs: tuple[np.ndarray, ...]) -> None:
             _check_cancel(cancel)
@@ -765,13 +786,13 @@ def _evaluate_range(
                 if unit.x in node.inputs:
                     unit_inputs[unit.node.name] = inputs[node.inputs.index(unit.x)]  # type: ignore[assignment]
                 if unit.y not in node.outputs or unit.node.name not in unit_inputs:
+                    release(node)
                     return None
-                q_outs, q_clipped = run_gelu_unit(int8, unit, unit_inputs.pop(unit.node.name))
+                q_outs, q_clipped = run_gelu_unit(int8, unit, unit_inputs.pop(unit.node.name), quantized)
                 q_outs = tuple(q_outs[0] if name == unit.y else None for name in node.outputs)
             else:
                 q_outs, q_clipped = int8.run_node(node, list(inputs), quantized)
-                for name in float_exec.free_after[node_index[id(node)]]:
-                    quantized.pop(name, None)
+            release(node)
             i = iso.setdefault(node.name, ErrorAccumulator())
             q_by_name = dict(zip(node.outputs, q_outs))
             for (name, ref), e in zip(floats, energies):

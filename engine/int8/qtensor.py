@@ -300,12 +300,23 @@ def saturate(values: np.ndarray, lo: float, hi: float, qmin: int, qmax: int) -> 
     """Clamp ``values`` (no NaN; ``lo``/``hi`` its min/max) to ``[qmin, qmax]`` in place;
     returns how many were outside. Only the violated side is counted and clamped."""
     clipped = 0
+    flat = values.reshape(-1) if values.flags.c_contiguous else None
     if hi > qmax:
-        clipped += int(np.count_nonzero(values > qmax))
-        np.minimum(values, qmax, out=values)
+        if flat is not None:  # few values clip: set those, no pass writing every element
+            over = np.flatnonzero(flat > qmax)
+            flat[over] = qmax
+            clipped += int(over.size)
+        else:
+            clipped += int(np.count_nonzero(values > qmax))
+            np.minimum(values, qmax, out=values)
     if lo < qmin:
-        clipped += int(np.count_nonzero(values < qmin))
-        np.maximum(values, qmin, out=values)
+        if flat is not None:
+            under = np.flatnonzero(flat < qmin)
+            flat[under] = qmin
+            clipped += int(under.size)
+        else:
+            clipped += int(np.count_nonzero(values < qmin))
+            np.maximum(values, qmin, out=values)
     return clipped
 
 

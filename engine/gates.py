@@ -343,11 +343,20 @@ def _layer_sqnr(doc: Mapping[str, Any], threshold: float) -> tuple[float | None,
     if not rated:
         return None, "no layer has a rated isolated SQNR"
     value, layer = min(rated, key=lambda p: p[0])
-    below = sum(1 for v, _ in rated if v < threshold)
+    below = sorted((p for p in rated if p[0] < threshold), key=lambda p: p[0])
+    names = ", ".join(f"{l.get('name')} {v:.1f} dB" for v, l in below[:5]) + (f" and {len(below) - 5} more" if len(below) > 5 else "")
     return value, (
-        f"layer {layer.get('name')} ({layer.get('op_type')}), isolated; "
-        f"{below} of {len(rated)} rated layers below the budget"
+        f"layer {layer.get('name')} ({_op_label(layer)}), isolated; "
+        f"{len(below)} of {len(rated)} rated layers below the budget" + (f": {names}" if below else "")
     )
+
+
+def _op_label(layer: Mapping[str, Any]) -> str:
+    """A layer's op type, or the fused unit whose error it carries."""
+    if layer.get("fused_unit"):
+        kind = "MatMul + bias" if layer.get("fused_kind") == "bias" else "GELU"
+        return f"{layer.get('op_type')}, {kind} unit {layer.get('fused_unit')}"
+    return str(layer.get("op_type"))
 
 
 def _latency(doc: Mapping[str, Any]) -> tuple[float | None, str]:

@@ -145,6 +145,7 @@ def test_every_gate_measures_the_documented_quantity() -> None:
     # isolated per-layer SQNR: the Erf layer at 21.5 dB breaks the 30 dB budget; None layers skipped
     assert r["min_layer_sqnr_db"].measured == 21.5 and not r["min_layer_sqnr_db"].passed
     assert "gelu" in r["min_layer_sqnr_db"].detail and "1 of 4 rated layers" in r["min_layer_sqnr_db"].detail
+    assert r["min_layer_sqnr_db"].detail.endswith("below the budget: gelu 21.5 dB")  # the layers below are named
     # float + host lanes: Erf and Softmax
     assert r["max_float_ops"].measured == 2 and r["max_float_ops"].passed
     assert "Erf" in r["max_float_ops"].detail and "Softmax" in r["max_float_ops"].detail

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=32, help="calibration samples (default 32)")
     parser.add_argument("--methods", default="percentile,entropy", help="calibration methods to compare")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs of each side, alternating (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs of each side, alternating (default 5)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "CALIB", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -7,8 +7,8 @@ Run from the project root::
 For each model (the BERT-style encoder at hidden 256, seq 128, 2 layers; the CNN, 4 blocks,
 width 32, 64x64) it builds a min/max plan from 4 random inputs (the tests' minimal plan:
 per-channel int8 weights, symmetric int8 activations, pass-through parameters
-propagated), then times ``Int8Executor.run`` (every op with an integer kernel on its
-integer path; the BERT encoder twice: Softmax/GELU/LayerNorm on the I-BERT integer
+propagated; GELU subgraphs and MatMul + bias pairs run as fused units, the plan's default),
+then times ``Int8Executor.run`` (every op with an integer kernel on its integer path; the BERT encoder twice: Softmax/GELU/LayerNorm on the I-BERT integer
 kernels, then on the float fallback) and the float executor
 ``engine.run`` on the same input, alternating the two. The median of ``repeat`` runs
 after ``warmup`` of each is reported in ms with the ratio int8 / float (lower is better),

@@ -460,7 +460,12 @@ def values_outside(x: np.ndarray, qp: QParams | None) -> int | None:
     lo, hi = rng[0] - half, rng[1] + half
     if x.dtype == np.float32:
         lo, hi = np.float32(lo), np.float32(hi)
-    return int(np.count_nonzero(x < lo)) + int(np.count_nonzero(x > hi))
+    if not x.size:
+        return 0
+    low, high = x.min(), x.max()  # two reductions; a side is counted only when it is crossed (or NaN)
+    below = int(np.count_nonzero(x < lo)) if not low >= lo else 0
+    above = int(np.count_nonzero(x > hi)) if not high <= hi else 0
+    return below + above
 
 
 def step_of(qp: QParams | None, ndim: int) -> np.ndarray | None:

@@ -229,6 +229,9 @@ def test_values_outside_the_quantized_range() -> None:
     half = 0.5 / 127
     x = np.array([-1.2, -1.0 - 0.9 * half, 0.0, 1.0 + 1.1 * half, 1.2], dtype=np.float32)
     assert values_outside(x, qp) == 3
+    assert values_outside(x[1:4], qp) == 1 and values_outside(x[2:3], qp) == 0  # one side crossed; none
+    assert values_outside(np.array([np.nan, 2.0, 0.0], np.float32), qp) == 1  # NaN is not counted
+    assert values_outside(np.zeros(0, np.float32), qp) == 0
     per_channel = qparams_from_range(np.array([-1.0, -2.0]), np.array([1.0, 2.0]), axis=0)
     assert values_outside(x, per_channel) is None and values_outside(x, None) is None
 

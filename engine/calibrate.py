@@ -57,6 +57,9 @@ from engine.quant.ranges import compute_range
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
 
+FLOAT32_INTEGERS = 2**24
+"""Integers of smaller magnitude are exact in float32."""
+
 DEFAULT_BATCH = 16
 """Samples per executor run when the model's batch dimension is free."""
 
@@ -799,9 +802,16 @@ def observe_tensor(obs: HistogramObserver, ch: PerChannelMinMaxObserver | None, 
         obs.counts = obs._rebinned(exponent, offset)
         obs.exponent, obs.offset = exponent, offset
     scaled = arr.reshape(-1) * np.float32(math.ldexp(1.0, -exponent))
-    index = np.floor(scaled, out=scaled).astype(np.int64)
-    if offset:
-        index -= offset
+    np.floor(scaled, out=scaled)
+    if offset and abs(offset) < FLOAT32_INTEGERS:
+        # integers in float32 minus an integer, the difference a bin index: exact, and a
+        # 4-byte pass instead of an 8-byte one after the cast
+        scaled -= np.float32(offset)
+        index = scaled.astype(np.intp)
+    else:
+        index = scaled.astype(np.int64)
+        if offset:
+            index -= offset
     obs.counts += np.bincount(index, minlength=obs.num_bins)
 
 

@@ -393,3 +393,24 @@ def test_real_png_folder_reproduces_the_sample_preprocessing(tmp_path) -> None:
     got = np.concatenate([f["image"] for _, f, _ in data.batches(4)])
     assert got.shape == (12, 1, 8, 8) and got.dtype == np.float32
     np.testing.assert_allclose(got, images, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("center, spread", [(0.0, 1.0), (50.0, 0.01), (-3e4, 7.0), (1e-3, 1e-5), (0.0, 3e5)])
+def test_fast_float32_observation_equals_the_observers_own_update(center: float, spread: float) -> None:
+    """observe_tensor's float32 path (bin indices in float32, offset subtracted before the
+    cast) leaves exactly the state HistogramObserver.update and PerChannelMinMaxObserver.update
+    leave, batch after batch, grids rebinned on the way included."""
+    from engine.calibrate import observe_tensor
+    from engine.quant.observers import HistogramObserver, PerChannelMinMaxObserver
+
+    rng = np.random.default_rng(int(abs(center)) + 7)
+    fast, ref = HistogramObserver(), HistogramObserver()
+    fast_ch, ref_ch = PerChannelMinMaxObserver(1), PerChannelMinMaxObserver(1)
+    for step in range(4):  # the range widens: the grid coarsens between batches
+        x = (center + spread * (1 + step) * rng.standard_normal((3, 16, 5))).astype(np.float32)
+        observe_tensor(fast, fast_ch, x)
+        ref.update(x)
+        ref_ch.update(x)
+        assert (fast.exponent, fast.offset, fast.count, fast.min, fast.max) == (ref.exponent, ref.offset, ref.count, ref.min, ref.max)
+        assert np.array_equal(fast.counts, ref.counts)
+        assert np.array_equal(fast_ch.min, ref_ch.min) and np.array_equal(fast_ch.max, ref_ch.max)

@@ -371,6 +371,9 @@ class NodePanel(QTextBrowser):
             layer = next((layer for layer in a.layers if layer.name == name), None)
             if layer is not None:
                 q: list[tuple[str, str]] = [("int8 path", _e(layer.path or "–"))]
+                if layer.note:  # why it took that path, or the fused unit it runs in
+                    q.append(("note", _e(layer.note)))
+                inner = bool(layer.unit) and layer.isolated is None and layer.accumulated is None
                 for label, summary in (("isolated", layer.isolated), ("accumulated", layer.accumulated)):
                     if summary is None:
                         continue
@@ -378,7 +381,7 @@ class NodePanel(QTextBrowser):
                     q.append((label, f"<span class='{cls}'>SQNR {_fmt_db(summary.sqnr_db)}</span>, cosine "
                                      f"{summary.cosine:.5f}, max |err| {summary.max_abs_err:.4g}, clipped "
                                      f"{100 * summary.clip_fraction:.3f}%"))
-                for o in layer.outputs:
+                for o in layer.outputs if not inner else []:  # a unit's inner output is never quantized
                     qp = a.plan.activations.get(o)
                     if qp is not None and not qp.per_channel:
                         q.append(("output scale", f"{float(qp.scale):.6g}, zero point {int(qp.zero_point)} "

@@ -243,6 +243,12 @@ def test_dropping_calibration_data_runs_the_analysis(qtbot, window: MainWindow, 
     assert model.raw(model.row_of("bias"), "cosine") > 0.99
     assert model.raw(model.row_of("matmul"), "sqnr_db") is None
     assert "MatMul + bias unit" in (result.layer("matmul").note or "")
+    # the node panel says why the MatMul has no error of its own, and where it is
+    window.select_node("matmul")
+    text = window.node_panel.toPlainText()
+    assert "MatMul + bias unit" in text and "its error is on bias" in text and "output scale" not in text
+    window.select_node("bias")
+    assert "its error is on this node" in window.node_panel.toPlainText() and "output scale" in window.node_panel.toPlainText()
 
 
 def test_calibration_dropped_while_the_model_loads_is_used(

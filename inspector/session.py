@@ -444,6 +444,8 @@ def layer_rows(
         layer = by_layer.get(node.name)
         if layer is not None:
             row.path = layer.path
+            if layer.unit and layer.path:  # a fused unit's member: say so where its metrics would be
+                row.path = f"{layer.path} ({'MatMul + bias' if layer.unit_kind == 'bias' else 'GELU'} unit)"
             if layer.accumulated is not None:
                 row.cosine = _finite_or_none(layer.accumulated.cosine)
                 row.sqnr_db = _finite_or_none(layer.accumulated.sqnr_db)

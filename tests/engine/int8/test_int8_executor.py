@@ -336,6 +336,30 @@ def test_bias_unit_adds_the_bias_in_int32_and_requantizes_once(mlp, per_channel:
     assert np.abs(result.values[y] - ref).max() <= np.abs(separate.values[y] - ref).max() + step
 
 
+def test_bias_unit_falls_back_as_a_whole_with_the_int8_weight(mlp) -> None:
+    """A unit its integer kernel cannot run (here: its input quantized per channel) takes the
+    float-fallback path as one unit: dequantized input, the MatMul on the weight as the int8
+    model holds it, the bias, one quantization; the reason is in both members' notes."""
+    model, calib, feeds = mlp
+    plan = minmax_plan(model, calib)
+    mm = next(n for n in model.graph.nodes if n.name == "fc2/MatMul")
+    x = mm.inputs[0]
+    lo = np.full(32, -3.0)
+    hi = np.linspace(1.0, 4.0, 32)
+    per_row = replace(plan, activations={**plan.activations, x: qparams_from_range(lo, hi, "int8", True, axis=1)})
+    result = Int8Executor(model, per_row).run(feeds, intermediate=True)
+    for name in ("fc2/MatMul", "fc2/Add"):
+        assert result.paths[name] == "float_fallback"
+        assert "MatMul + bias unit" in result.notes[name] and "float fallback" in result.notes[name]
+    y = model.graph.output_names[0]
+    qw = plan.weights[mm.inputs[1]]
+    w_int8 = dequantize(quantize(np.asarray(model.graph.weights[mm.inputs[1]]), qw)[0], qw)
+    h = result.values[x] @ w_int8 + np.asarray(model.graph.weights["fc2.bias"])
+    qy = plan.activations[y]
+    want = dequantize(quantize(h.astype(np.float32), qy)[0], qy)
+    np.testing.assert_allclose(result.values[y], want, atol=float(np.float32(qy.scale)) * 1.01)
+
+
 def executor_units_for(model, plan) -> dict:
     return Int8Executor(model, plan).units
 

@@ -80,7 +80,11 @@ class Executor:
     """A prepared plan for one model: kernels built once, buffers freed after last use."""
 
     def __init__(self, model: Model) -> None:
-        self.model = model
+        # the graph and the file path, not the model: the model caches its executor
+        # (executor_for), and a model <-> executor cycle would outlive the model's last
+        # reference until a full garbage collection (a replaced model's arrays stayed)
+        self.graph = model.graph
+        self.path = model.path
         graph = model.graph
         check_declared(graph.tensors.values(), model.path)  # refuse what cannot fit before running
         missing = unsupported_ops(model)
@@ -126,8 +130,8 @@ class Executor:
 
     def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate feeds against the declared inputs; returns them as arrays of the declared dtype."""
-        graph = self.model.graph
-        path = self.model.path
+        graph = self.graph
+        path = self.path
         result: dict[str, np.ndarray] = {}
         extra = sorted(set(feeds) - set(graph.input_names) - set(graph.weights))
         if extra:
@@ -168,7 +172,7 @@ class Executor:
     ) -> dict[str, np.ndarray]:
         """Execute once. Returns graph outputs, plus every tensor when ``intermediate``,
         plus the tensors named in ``keep``."""
-        graph = self.model.graph
+        graph = self.graph
         values: dict[str, np.ndarray] = dict(self.check_feeds(feeds))
         weights = graph.weights
         kept = set(keep)
@@ -199,11 +203,11 @@ class Executor:
             except ModelError as e:
                 if e.path is None:  # a kernel's refusal (e.g. a tensor too large): say where
                     where = "" if e.problem.startswith(f"node {node.name} ") else f"node {node.name} ({node.op_type}): "
-                    raise ModelError(f"{where}{e.problem}", self.model.path) from None
+                    raise ModelError(f"{where}{e.problem}", self.path) from None
                 raise
             except (ValueError, IndexError, TypeError, ZeroDivisionError, OverflowError, MemoryError) as e:
                 detail = " ".join(str(e).split())[:200] or type(e).__name__
-                raise ModelError(f"node {node.name} ({node.op_type}) failed: {detail}", self.model.path) from None
+                raise ModelError(f"node {node.name} ({node.op_type}) failed: {detail}", self.path) from None
             if hook is not None:
                 replaced = hook(node, args, outs)
                 if replaced is not None:

@@ -74,7 +74,7 @@ from inspector.session import (
     npu_job,
     parse_dims,
 )
-from inspector.workers import JobRunner, error_message
+from inspector.workers import JobRunner, MainThreadGC, error_message
 from widgets.distribution import DistributionData, DistributionPanel
 from widgets.error_panel import ErrorPanel
 from widgets.findings import FindingsPanel
@@ -453,6 +453,13 @@ class Banner(QFrame):
         if obj is self.parentWidget() and event.type() == QEvent.Type.Resize and self.isVisible():
             self._place()
         return False
+
+
+def _collect_soon() -> None:
+    """Ask the UI-thread garbage collector for a full pass at its next tick (no-op without it)."""
+    collector = MainThreadGC.installed()
+    if collector is not None:
+        collector.request_full()
 
 
 class MainWindow(QMainWindow):
@@ -1216,6 +1223,7 @@ class MainWindow(QMainWindow):
             calib, analyse = self._pending_calib, True
         self._pending_calib = None
         self.session.set_loaded(loaded, calib)
+        _collect_soon()  # the model this one replaced may sit in cycles (panels, closures)
         model = loaded.model
         self._selected = None
         self._auto_color = True
@@ -1674,3 +1682,4 @@ class MainWindow(QMainWindow):
         self.jobs.cancel()
         self.settings.sync()
         super().closeEvent(event)
+        _collect_soon()  # a closed window is a cycle (its slots are closures) holding its session

@@ -74,6 +74,7 @@ class MainThreadGC(QObject):
         self.thresholds = gc.get_threshold()
         self._last_full = time.monotonic()
         self._long_lived = 0  # objects in the oldest generation after the last full pass
+        self._full_requested = False
         self.timer = QTimer(self)
         self.timer.setInterval(GC_INTERVAL_MS)
         self.timer.timeout.connect(self.check)
@@ -102,10 +103,22 @@ class MainThreadGC(QObject):
     def installed(cls) -> "MainThreadGC | None":
         return cls._instance
 
+    def request_full(self) -> None:
+        """Run a full collection at the next tick: big objects just became garbage in cycles
+        (a closed window and its session, a replaced model), which the object counts the
+        periodic rule reads do not see (a model's arrays are few objects)."""
+        self._full_requested = True
+
     @Slot()
     def check(self) -> int:
-        """Collect the generations whose allocation counts crossed their thresholds;
-        returns the number of unreachable objects found."""
+        """Collect the generations whose allocation counts crossed their thresholds (or all of
+        them when :meth:`request_full` asked); returns the number of unreachable objects found."""
+        if self._full_requested:
+            self._full_requested = False
+            self._last_full = time.monotonic()
+            found = gc.collect(2)
+            self._long_lived = len(gc.get_objects(generation=2))
+            return found
         t0, t1, t2 = self.thresholds
         c0, c1, c2 = gc.get_count()
         found = 0

@@ -785,3 +785,23 @@ def test_fuzzed_models_give_a_message_and_the_window_stays_alive(qtbot, window: 
     with qtbot.waitSignal(window.analysis_finished, timeout=LONG_MS):
         window.open_sample("cnn-digits")
     assert window.session.model is not None
+
+
+def test_replacing_a_model_and_closing_a_window_ask_for_a_full_collection(qtbot, window: MainWindow, small_model: str) -> None:
+    """A replaced model and a closed window sit in reference cycles (panel closures): the
+    UI-thread collector is asked for a full pass at its next tick."""
+    from inspector.workers import MainThreadGC
+
+    collector = MainThreadGC.installed()
+    assert collector is not None
+    collector._full_requested = False
+    with qtbot.waitSignal(window.model_loaded, timeout=LONG_MS):
+        window.open_path(small_model)
+    assert collector._full_requested
+    collector.check()
+    assert not collector._full_requested
+    from PySide6.QtGui import QCloseEvent
+
+    window.closeEvent(QCloseEvent())  # the handler only: close() would delete the fixture's window
+    assert collector._full_requested
+    collector.check()

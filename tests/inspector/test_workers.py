@@ -278,3 +278,38 @@ def test_a_finished_job_and_its_arguments_are_freed(qtbot, runner: JobRunner, po
     assert pool.waitForDone(TIMEOUT_MS)
     gc.collect()
     assert ref() is None
+
+
+def test_a_requested_full_collection_runs_at_the_next_tick(runner: JobRunner) -> None:
+    """request_full (a window closed, a model replaced) collects every generation at the next
+    check, whatever the counts and the quarter rule say."""
+    import gc
+    import math
+    import weakref
+
+    from inspector.workers import MainThreadGC
+
+    collector = MainThreadGC.installed()
+    assert collector is not None
+    saved = collector.thresholds, collector._last_full, collector._long_lived
+    finalised: list[bool] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    try:
+        keep = [Cycle()]
+        weakref.finalize(keep[0], finalised.append, True)
+        gc.collect()  # into the oldest generation
+        keep.clear()
+        collector.thresholds = (10**9, 10**9, 10**9)  # nothing due by the counts
+        collector._long_lived = 10**9  # nor by the quarter rule
+        collector.check()
+        assert finalised == []
+        collector.request_full()
+        collector.check()
+        assert finalised == [True]
+        assert collector._last_full > -math.inf and not collector._full_requested
+    finally:
+        collector.thresholds, collector._last_full, collector._long_lived = saved

@@ -90,6 +90,9 @@ class WeightStore(Mapping[str, np.ndarray]):
         array = self._loaders[name]()
         if name not in self.external:
             self._cache[name] = array
+            # the loader held the stored tensor (an embedded TensorProto, which keeps the whole
+            # parsed protobuf alive): once every weight was read, only the arrays remain
+            self._loaders[name] = lambda: array
         return array
 
     def __iter__(self) -> Iterator[str]:

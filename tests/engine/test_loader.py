@@ -211,3 +211,23 @@ def test_small_external_shape_tensors_still_give_shapes(tmp_path) -> None:
     onnx.save(reshape_by_shape(), str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
     model = load_model(path, dims={"seq": 3})
     assert model.graph.tensor("y").shape == (3, 16)
+
+
+def test_a_read_weight_no_longer_holds_its_stored_tensor(tmp_path) -> None:
+    """Once an embedded initializer was read (and cached), nothing in the store references its
+    TensorProto any more: a parsed protobuf lives while any of its tensors is referenced, so
+    a model that ran would otherwise keep its weights twice (protobuf and numpy)."""
+    from engine.loader import load_model as load
+
+    path = save(matmul_relu(), tmp_path / "m.onnx")
+    model = load(path)
+    store = model.graph.weights
+
+    def holds_proto(fn) -> bool:
+        cells = [c.cell_contents for c in (fn.__closure__ or ())]
+        return any(isinstance(v, onnx.TensorProto) for v in list(fn.__defaults__ or ()) + cells)
+
+    assert all(holds_proto(store._loaders[name]) for name in store)  # lazily loaded: not read yet
+    arrays = {name: store[name] for name in store}
+    assert not any(holds_proto(store._loaders[name]) for name in store)
+    assert all(store[name] is arrays[name] for name in store)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import threading
 import time
 from typing import Any
@@ -307,9 +309,18 @@ def test_a_requested_full_collection_runs_at_the_next_tick(runner: JobRunner) ->
         collector._long_lived = 10**9  # nor by the quarter rule
         collector.check()
         assert finalised == []
-        collector.request_full()
-        collector.check()
-        assert finalised == [True]
+        import inspector.workers as workers
+
+        trims: list[bool] = []
+        real = workers.release_free_heap
+        workers.release_free_heap = lambda: trims.append(True) or True  # type: ignore[assignment]
+        try:
+            collector.request_full()
+            collector.check()
+        finally:
+            workers.release_free_heap = real
+        assert finalised == [True] and trims == [True]  # collected, then the freed heap handed back
         assert collector._last_full > -math.inf and not collector._full_requested
+        assert real() is sys.platform.startswith("linux")
     finally:
         collector.thresholds, collector._last_full, collector._long_lived = saved

@@ -186,11 +186,16 @@ def test_widget_cycles_are_collected_on_the_main_thread_only(runner: JobRunner, 
     assert finalised_on == ["MainThread"] * 20
 
 
-def test_full_collections_follow_cpythons_quarter_rule(runner: JobRunner) -> None:
-    """The UI-thread collector scans the oldest generation only when it grew by a quarter
-    since its last full pass (a big model's ~200k long-lived objects cost ~80 ms a pass)."""
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def old_cycle(runner: JobRunner):
+    """(the UI-thread collector, a list that gets True when an unreachable cycle in the oldest
+    generation is finalised); the collector's state is restored afterwards."""
     import gc
-    import math
     import weakref
 
     from inspector.workers import MainThreadGC
@@ -199,37 +204,41 @@ def test_full_collections_follow_cpythons_quarter_rule(runner: JobRunner) -> Non
     assert collector is not None
     saved = collector.thresholds, collector._last_full, collector._long_lived
     finalised: list[bool] = []
+    keep = [_Cycle()]
+    weakref.finalize(keep[0], finalised.append, True)
+    gc.collect()  # the cycle survives into the oldest generation
+    keep.clear()  # now unreachable, in generation 2
+    yield collector, finalised
+    collector.thresholds, collector._last_full, collector._long_lived = saved
+    gc.collect()
 
-    class Cycle:
-        def __init__(self) -> None:
-            self.me = self
 
-    try:
-        collector.thresholds = (0, 0, 0)  # every generation is due
-        keep = [Cycle()]
-        weakref.finalize(keep[0], finalised.append, True)
-        gc.collect()  # the cycle survives into the oldest generation
-        keep.clear()  # now unreachable, in generation 2
+def test_full_collections_follow_cpythons_quarter_rule(old_cycle) -> None:
+    """The UI-thread collector scans the oldest generation only when it grew by a quarter
+    since its last full pass (a big model's ~200k long-lived objects cost ~80 ms a pass)."""
+    import gc
+    import math
 
-        def all_due() -> list[list[int]]:
-            gc.collect(1)  # counts one generation-1 pass (generation 2 is due)
-            gc.collect(0)  # counts one generation-0 pass (generation 1 is due)
-            junk = [[i] for i in range(100)]  # allocations (generation 0 is due)
-            assert all(c > 0 for c in gc.get_count())
-            return junk
+    collector, finalised = old_cycle
+    collector.thresholds = (0, 0, 0)  # every generation is due
 
-        junk = all_due()
-        collector._last_full, collector._long_lived = -math.inf, 10**9  # grown by far less than a quarter
-        collector.check()
-        assert finalised == []
-        del junk
-        junk = all_due()
-        collector._last_full, collector._long_lived = -math.inf, 0
-        collector.check()
-        assert finalised == [True]
-        assert collector._long_lived == len(gc.get_objects(generation=2))
-    finally:
-        collector.thresholds, collector._last_full, collector._long_lived = saved
+    def all_due() -> list[list[int]]:
+        gc.collect(1)  # counts one generation-1 pass (generation 2 is due)
+        gc.collect(0)  # counts one generation-0 pass (generation 1 is due)
+        junk = [[i] for i in range(100)]  # allocations (generation 0 is due)
+        assert all(c > 0 for c in gc.get_count())
+        return junk
+
+    junk = all_due()
+    collector._last_full, collector._long_lived = -math.inf, 10**9  # grown by far less than a quarter
+    collector.check()
+    assert finalised == []
+    del junk
+    junk = all_due()  # noqa: F841 (kept alive: its allocations keep generation 0 due)
+    collector._last_full, collector._long_lived = -math.inf, 0
+    collector.check()
+    assert finalised == [True]
+    assert collector._long_lived == len(gc.get_objects(generation=2))
 
 
 def test_a_window_closed_while_its_job_runs_leaves_no_error(qtbot, pool) -> None:
@@ -281,45 +290,23 @@ def test_a_finished_job_and_its_arguments_are_freed(qtbot, runner: JobRunner, po
     assert ref() is None
 
 
-def test_a_requested_full_collection_runs_at_the_next_tick(runner: JobRunner) -> None:
+def test_a_requested_full_collection_runs_at_the_next_tick(old_cycle, monkeypatch) -> None:
     """request_full (a window closed, a model replaced) collects every generation at the next
-    check, whatever the counts and the quarter rule say."""
-    import gc
+    check, whatever the counts and the quarter rule say, then hands the freed heap back."""
     import math
-    import weakref
 
-    from inspector.workers import MainThreadGC
+    import inspector.workers as workers
 
-    collector = MainThreadGC.installed()
-    assert collector is not None
-    saved = collector.thresholds, collector._last_full, collector._long_lived
-    finalised: list[bool] = []
-
-    class Cycle:
-        def __init__(self) -> None:
-            self.me = self
-
-    try:
-        keep = [Cycle()]
-        weakref.finalize(keep[0], finalised.append, True)
-        gc.collect()  # into the oldest generation
-        keep.clear()
-        collector.thresholds = (10**9, 10**9, 10**9)  # nothing due by the counts
-        collector._long_lived = 10**9  # nor by the quarter rule
-        collector.check()
-        assert finalised == []
-        import inspector.workers as workers
-
-        trims: list[bool] = []
-        real = workers.release_free_heap
-        workers.release_free_heap = lambda: trims.append(True) or True  # type: ignore[assignment]
-        try:
-            collector.request_full()
-            collector.check()
-        finally:
-            workers.release_free_heap = real
-        assert finalised == [True] and trims == [True]  # collected, then the freed heap handed back
-        assert collector._last_full > -math.inf and not collector._full_requested
-        assert real() is sys.platform.startswith("linux")
-    finally:
-        collector.thresholds, collector._last_full, collector._long_lived = saved
+    collector, finalised = old_cycle
+    collector.thresholds = (10**9, 10**9, 10**9)  # nothing due by the counts
+    collector._long_lived = 10**9  # nor by the quarter rule
+    collector.check()
+    assert finalised == []
+    real = workers.release_free_heap
+    trims: list[bool] = []
+    monkeypatch.setattr(workers, "release_free_heap", lambda: trims.append(True) or True)
+    collector.request_full()
+    collector.check()
+    assert finalised == [True] and trims == [True]  # collected, then the freed heap handed back
+    assert collector._last_full > -math.inf and not collector._full_requested
+    assert real() is sys.platform.startswith("linux")

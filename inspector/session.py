@@ -370,7 +370,8 @@ class LayerRow:
     ``intensity`` ops per DRAM byte; ``est_ns`` the roofline estimate on the profile (ns);
     ``sqnr_db`` accumulated (whole model int8) and ``sqnr_db_isolated`` (only this node
     quantized) in dB, higher is better; ``cosine`` accumulated; ``clip_fraction`` of the
-    output values saturated (0..1); ``path`` how the int8 model runs the node.
+    output values saturated (0..1); ``path`` how the int8 model runs the node (``·B``/``·G``:
+    a member of a MatMul + bias or GELU unit).
     """
 
     index: int
@@ -387,6 +388,8 @@ class LayerRow:
     sqnr_db_isolated: float | None = None
     sqnr_db: float | None = None
     clip_fraction: float | None = None
+    note: str | None = None
+    """Why the node takes its int8 path, or the fused unit it runs in (the path cell's tooltip)."""
 
 
 def _shape_text(shape: Sequence[Any] | None) -> str:
@@ -444,8 +447,9 @@ def layer_rows(
         layer = by_layer.get(node.name)
         if layer is not None:
             row.path = layer.path
-            if layer.unit and layer.path:  # a fused unit's member: say so where its metrics would be
-                row.path = f"{layer.path} ({'MatMul + bias' if layer.unit_kind == 'bias' else 'GELU'} unit)"
+            row.note = layer.note
+            if layer.unit and layer.path:  # a fused unit's member, marked as in the report (·B, ·G)
+                row.path = f"{layer.path} {'·B' if layer.unit_kind == 'bias' else '·G'}"
             if layer.accumulated is not None:
                 row.cosine = _finite_or_none(layer.accumulated.cosine)
                 row.sqnr_db = _finite_or_none(layer.accumulated.sqnr_db)

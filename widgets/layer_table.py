@@ -103,8 +103,8 @@ def _us(v: Any) -> str:
 
 
 def _path(v: Any) -> str:
-    """The path's words, and the fused unit after it (``"integer (GELU unit)"``)."""
-    path, sep, unit = str(v).partition(" (")
+    """The path's words, and a fused unit's mark after them (``"integer ·B"``)."""
+    path, sep, unit = str(v).partition(" ·")
     words = {"integer": "integer", "float_fallback": "float fallback", "float": "float", "no kernel": "no kernel"}.get(path, path)
     return words + sep + unit
 
@@ -134,8 +134,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("bound", "Bound", False, str, "Whether compute or memory traffic limits the op on the NPU"),
     Column("path", "int8 path", False, _path,
            "How the int8 model runs the node: integer, float fallback (dequantize, float, requantize) or float; "
-           "no kernel: the inspector cannot run this op type. (… unit): fused with its neighbours as an NPU "
-           "runs them (MatMul + bias, GELU); the unit's error is on the node writing its output"),
+           "no kernel: the inspector cannot run this op type. ·B / ·G: part of a MatMul + bias / GELU unit, fused as "
+           "an NPU runs them; the unit's error is on the node writing its output (the cell's tooltip says which)"),
     Column("cosine", "Cosine", True, lambda v: f"{float(v):.5f}",
            "Cosine similarity of int8 and float outputs, whole model quantized (1 is best)"),
     Column("sqnr_db_isolated", "SQNR iso", True, _db,
@@ -165,7 +165,7 @@ def _background(key: str, value: Any) -> QBrush | None:
 def _foreground(key: str, value: Any) -> QBrush | None:
     if key == "bound":
         return QBrush(_MEMORY if value == "memory" else _COMPUTE) if value else None
-    if key == "path" and str(value).partition(" (")[0] in ("float", "float_fallback"):
+    if key == "path" and str(value).partition(" ·")[0] in ("float", "float_fallback"):
         return QBrush(_FLOAT_PATH)
     if key == "path" and value == "no kernel":
         return QBrush(_NO_KERNEL)
@@ -278,6 +278,8 @@ class LayerTableModel(QAbstractTableModel):
             return self._fg[c].get(r)
         if role == Qt.ItemDataRole.ToolTipRole and COLUMNS[c].key == "name":
             return self._names[r]
+        if role == Qt.ItemDataRole.ToolTipRole and COLUMNS[c].key == "path":
+            return getattr(self._rows[r], "note", None) or None
         return None
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802

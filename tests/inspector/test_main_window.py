@@ -242,7 +242,13 @@ def test_dropping_calibration_data_runs_the_analysis(qtbot, window: MainWindow, 
     assert sqnr is not None and sqnr > 20.0  # int8 MatMul on normal data: well above 20 dB
     assert model.raw(model.row_of("bias"), "cosine") > 0.99
     assert model.raw(model.row_of("matmul"), "sqnr_db") is None
-    assert model.raw(model.row_of("matmul"), "path") == model.raw(model.row_of("bias"), "path") == "integer (MatMul + bias unit)"
+    assert model.raw(model.row_of("matmul"), "path") == model.raw(model.row_of("bias"), "path") == "integer ·B"
+    from PySide6.QtCore import Qt as _Qt
+
+    from widgets.layer_table import COLUMN_INDEX
+
+    tip = model.data(model.index(model.row_of("matmul"), COLUMN_INDEX["path"]), _Qt.ItemDataRole.ToolTipRole)
+    assert "MatMul + bias unit" in tip and "its error is on bias" in tip
     assert "MatMul + bias unit" in (result.layer("matmul").note or "")
     # the node panel says why the MatMul has no error of its own, and where it is
     window.select_node("matmul")

@@ -757,12 +757,14 @@ def _evaluate_range(
     node_index = {id(n): i for i, n in enumerate(graph.nodes)}
     outside: dict[str, list[int]] = {}  # node -> [values beyond the QParams range, values]
 
-    def float_pass(feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[tuple[Node, list[tuple[str, np.ndarray, float | None]]]]]:
-        """The float run with the isolated view; returns its outputs and, per node in order,
-        its float outputs with their energies (for the accumulated view)."""
-        captured: list[tuple[Node, list[tuple[str, np.ndarray, float | None]]]] = []
+    def float_pass(feeds: Mapping[str, np.ndarray], result: Any) -> dict[str, np.ndarray]:
+        """The float run of one batch with both views, node by node while its outputs are fresh:
+        the isolated view (the node alone in int8 on these float inputs) and the accumulated
+        view (against ``result``, the int8 run of the same batch). Returns the float outputs."""
         quantized.clear()  # graph outputs read by nodes are never dropped: not kept across batches
         freed: set[str] = set()
+        values = result.values
+        clipped = result.clipped
 
         def release(node: Node) -> None:
             """Drop quantized inputs after their last reader, except a unit's input while the
@@ -773,20 +775,38 @@ def _evaluate_range(
                 quantized.pop(name, None)
             freed.intersection_update(awaited)
 
+        def accumulated(node: Node, floats: list[tuple[str, np.ndarray]], energies: list[float | None]) -> None:
+            """This node's float outputs against the int8 run's (absent inside a fused unit)."""
+            if any(values.get(name) is not None for name, _ in floats):
+                a = acc.setdefault(node.name, ErrorAccumulator())
+                for (name, ref), e in zip(floats, energies):
+                    test = values.get(name)
+                    if test is not None and np.shape(test) == ref.shape:
+                        qp = plan.activations.get(name)
+                        a.update(ref, test, int(clipped.get(name, 0) or 0), step_of(qp, ref.ndim), ref2=e)
+            counts = outside.setdefault(node.name, [0, 0])
+            for name, ref in floats:
+                if values.get(name) is None:  # not produced by the int8 model (inside a fused unit)
+                    continue
+                beyond = values_outside(ref, plan.activations.get(name))
+                if beyond is not None:
+                    counts[0] += beyond
+                    counts[1] += int(ref.size)
+
         def hook(node: Node, inputs: Sequence[np.ndarray | None], outputs: tuple[np.ndarray, ...]) -> None:
             _check_cancel(cancel)
             floats = _float_outputs(node, outputs)
             if not floats:
                 return None
             energies = [energy(ref) if ref.size else None for _, ref in floats]
-            captured.append((node, [(name, ref, e) for (name, ref), e in zip(floats, energies)]))
+            accumulated(node, floats, energies)
             if observe is not None:
                 for name, ref in floats:
                     if name not in weights:
                         observe.observe(model, name, ref)
             unit = units.get(node.name)
             if unit is not None:
-                # a fused GELU: only the unit exists in the int8 model; it is evaluated as a
+                # a fused unit: only the unit exists in the int8 model; it is evaluated as a
                 # whole (on the float x) at the node writing its output, inner nodes have no view
                 if unit.x in node.inputs:
                     unit_inputs[unit.node.name] = inputs[node.inputs.index(unit.x)]  # type: ignore[assignment]
@@ -807,29 +827,7 @@ def _evaluate_range(
                     i.update(ref, test, int(q_clipped.get(name, 0) or 0), step_of(qp, ref.ndim), ref2=e)
             return None
 
-        return float_exec.run(feeds, hook=hook), captured
-
-    def accumulated_pass(captured: list[tuple[Node, list[tuple[str, np.ndarray, float | None]]]], result: Any) -> None:
-        """The accumulated view of one batch: each node's float outputs against the int8 run's."""
-        values = result.values
-        clipped = result.clipped
-        for node, floats in captured:
-            _check_cancel(cancel)
-            if any(values.get(name) is not None for name, _, _ in floats):
-                a = acc.setdefault(node.name, ErrorAccumulator())
-                for name, ref, e in floats:
-                    test = values.get(name)
-                    if test is not None and np.shape(test) == ref.shape:
-                        qp = plan.activations.get(name)
-                        a.update(ref, test, int(clipped.get(name, 0) or 0), step_of(qp, ref.ndim), ref2=e)
-            counts = outside.setdefault(node.name, [0, 0])
-            for name, ref, _ in floats:
-                if values.get(name) is None:  # not produced by the int8 model (inside a fused unit)
-                    continue
-                beyond = values_outside(ref, plan.activations.get(name))
-                if beyond is not None:
-                    counts[0] += beyond
-                    counts[1] += int(ref.size)
+        return float_exec.run(feeds, hook=hook)
 
     def output_metrics(ref_out: Mapping[str, np.ndarray], result: Any, batch_labels: Any) -> None:
         for name, o in outs.items():
@@ -870,11 +868,10 @@ def _evaluate_range(
                     if isinstance(value, np.ndarray) and value.dtype.kind == "f":
                         observe.observe(model, name, value)
             result = run_int8(feeds)
-            ref_out, captured = float_pass(feeds)
-            accumulated_pass(captured, result)
+            ref_out = float_pass(feeds, result)
             _merge_paths(paths, notes, result)
             output_metrics(ref_out, result, batch_labels)
-            del captured, result, ref_out
+            del result, ref_out
             if observe is not None:
                 observe.samples += n
                 observe.runs += 1

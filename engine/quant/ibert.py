@@ -321,9 +321,13 @@ def i_layernorm(
     right = np.maximum(bits - target, 0)
     # signed floor on right shifts, as the reference: the biases of the two signs cancel in
     # the squares. A row shifts one way only: sum((y << l)**2) = sum(y**2) << 2l.
-    reduced = np.right_shift(y, right.astype(work)) if right.any() else y.copy()
-    reduced *= reduced  # |reduced| <= 2**k <= 2**15
-    var = reduced.sum(axis=-1, keepdims=True, dtype=np.int64) << (2 * left)
+    reduced = np.right_shift(y, right.astype(work)) if right.any() else y
+    if channels < 2**22:  # |reduced| <= 2**15: each square <= 2**30, the row sums below 2**52: exact in float64
+        r64 = reduced.astype(np.float64)
+        var = np.vecdot(r64, r64)[:, None].astype(np.int64) << (2 * left)
+    else:
+        reduced = reduced * reduced if reduced is y else np.multiply(reduced, reduced, out=reduced)
+        var = reduced.sum(axis=-1, keepdims=True, dtype=np.int64) << (2 * left)
     std = i_sqrt(var)
     factor = np.where(std > 0, (1 << 31) // np.maximum(std, 1), 0)
     s_y = math.sqrt(channels) / 2.0**30

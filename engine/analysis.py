@@ -656,37 +656,12 @@ def has_qdq(model: Model) -> bool:
     return any(n.op_type in QDQ_OPS for n in model.graph.nodes)
 
 
-def gelu_units(executor: Any) -> dict[str, Any]:
+def fused_units(executor: Any) -> dict[str, Any]:
     """Node name -> the fused unit (GELU, or MatMul + bias) it belongs to in the int8 executor
     (none without fusion)."""
     units = getattr(executor, "units", None) or {}
     nodes = executor.model.graph.nodes
     return {nodes[i].name: unit for i, unit in units.items()}
-
-
-def run_gelu_unit(
-    executor: Any, unit: Any, x: np.ndarray, quantized: dict[str, Any] | None = None
-) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
-    """A fused unit evaluated alone on float ``x`` (quantized with x's QParams; the unit's
-    constants are the model's), as ``run_node`` does for one node: (dequantized outputs,
-    clipped per output)."""
-    from engine.int8.qtensor import QTensor, quantize_tensor, to_float
-
-    qp = executor.plan.activations.get(unit.x)
-    hit = quantized.get(unit.x) if quantized is not None else None
-    if hit is not None and hit[0] is x:  # quantized for another reader already (see Int8Executor.run_node)
-        arg = hit[1]
-    elif qp is not None and np.asarray(x).dtype.kind == "f":
-        arg = quantize_tensor(np.asarray(x), qp)
-        if quantized is not None:
-            quantized[unit.x] = (x, arg)
-    else:
-        arg = x
-    weights = executor.model.graph.weights
-    args = [arg, *(weights[n] for n in unit.node.inputs[1:])]
-    outs, _, _ = executor._execute(unit.node, args, unit.path, unit.int_kernel, unit.float_kernel)
-    clipped = {o: v.clipped for o, v in zip(unit.node.outputs, outs) if o and isinstance(v, QTensor)}
-    return tuple(to_float(v) for v in outs), clipped
 
 
 def _float_outputs(node: Node, outs: Sequence[Any]) -> list[tuple[str, np.ndarray]]:
@@ -749,7 +724,7 @@ def _evaluate_range(
     paths: dict[str, str] = {}
     notes: dict[str, str] = {}
 
-    units = gelu_units(int8)
+    units = fused_units(int8)
     unit_by_name = {u.node.name: u for u in units.values()}
     unit_inputs: dict[str, np.ndarray] = {}
     # isolated view: each float tensor quantized once for all its readers, dropped after the last
@@ -813,7 +788,7 @@ def _evaluate_range(
                 if unit.y not in node.outputs or unit.node.name not in unit_inputs:
                     release(node)
                     return None
-                q_outs, q_clipped = run_gelu_unit(int8, unit, unit_inputs.pop(unit.node.name), quantized)
+                q_outs, q_clipped = int8.run_unit(unit, unit_inputs.pop(unit.node.name), quantized)
                 q_outs = tuple(q_outs[0] if name == unit.y else None for name in node.outputs)
             else:
                 q_outs, q_clipped = int8.run_node(node, list(inputs), quantized)
@@ -966,7 +941,7 @@ def evaluate(
         partial = _evaluate_range(model, plan, int8, data, 0, data.num_samples, batch, labels, observe, progress, cancel)
     if observe is not None and partial.observed is not None and partial.observed is not observe:
         vars(observe).update(vars(partial.observed))
-    units = gelu_units(int8)
+    units = fused_units(int8)
     acc, iso, outside = partial.acc, partial.iso, partial.outside
     layers = [
         LayerResult(

@@ -33,6 +33,7 @@ import numpy as np
 from engine.calibrate import NONLINEAR_OPS, CalibrationStats
 from engine.errors import ModelError
 from engine.graph import Model
+from engine.int8.executor import UNIT_NAMES
 from engine.int8.plan import PASSTHROUGH_OPS, QuantPlan, same_params
 from engine.quant.qparams import QParams, qparams_from_range
 from engine.quant.ranges import percentile_range
@@ -518,7 +519,7 @@ def _fallback_findings(model: Model, plan: QuantPlan, result: "AnalysisResult", 
             continue  # no float output (shape arithmetic): nothing is quantized there
         numbers: dict[str, Any] = {"path": path}
         chosen = plan.paths.get(node.name) == path
-        what = f"{'MatMul + bias' if layer.unit_kind == 'bias' else 'GELU'} unit {layer.unit}" if layer.unit else node.op_type
+        what = f"{UNIT_NAMES.get(layer.unit_kind or 'gelu', 'fused')} unit {layer.unit}" if layer.unit else node.op_type
         if path == "float":
             text = f"{what} kept in float (inputs dequantized, output not quantized)"
             severity = "low"

@@ -354,7 +354,9 @@ def _layer_sqnr(doc: Mapping[str, Any], threshold: float) -> tuple[float | None,
 def _op_label(layer: Mapping[str, Any]) -> str:
     """A layer's op type, or the fused unit whose error it carries."""
     if layer.get("fused_unit"):
-        kind = "MatMul + bias" if layer.get("fused_kind") == "bias" else "GELU"
+        from engine.int8.executor import UNIT_NAMES
+
+        kind = UNIT_NAMES.get(str(layer.get("fused_kind") or "gelu"), "fused")
         return f"{layer.get('op_type')}, {kind} unit {layer.get('fused_unit')}"
     return str(layer.get("op_type"))
 

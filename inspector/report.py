@@ -50,6 +50,7 @@ from PySide6.QtGui import (
 
 from engine.errors import Cancelled
 from engine.fileio import write_bytes
+from engine.int8.executor import UNIT_MARKS, UNIT_NAMES
 from engine.timeline import time_unit
 
 ProgressFn = Callable[[int, int], None]
@@ -1126,8 +1127,8 @@ def report_document(doc: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
 # --------------------------------------------------------------------------- sections
 
 
-def _unit_tag(layer: dict, gelu: str, bias: str) -> str:
-    """The mark of a fused unit's member in the layer tables ('' for a node run alone)."""
+def _unit_tag(layer: Mapping[str, Any], gelu: str, bias: str) -> str:
+    """``gelu`` or ``bias`` for a fused unit's member, by its kind ('' for a node run alone)."""
     if not layer.get("fused_unit"):
         return ""
     return bias if layer.get("fused_kind") == "bias" else gelu
@@ -1478,7 +1479,7 @@ class _Report:
         if rated:
             by_op: dict[str, list[float]] = {}
             for l in rated:  # a fused unit's error counts for the unit, not for the op writing its output
-                by_op.setdefault(_unit_tag(l, "GELU unit", "MatMul + bias unit") or l["op_type"], []).append(l["sqnr_db_isolated"])
+                by_op.setdefault(_unit_tag(l, UNIT_NAMES["gelu"] + " unit", UNIT_NAMES["bias"] + " unit") or l["op_type"], []).append(l["sqnr_db_isolated"])
             rows = sorted(((op, np.asarray(v)) for op, v in by_op.items()), key=lambda kv: float(kv[1].min()))
             f.gap(mm(4))
             f.heading("Isolated SQNR by op type", keep=mm(15))
@@ -1643,7 +1644,7 @@ class _Report:
         for i, l in enumerate(layers):
             if self.quant:
                 clips = [c for c in (l.get("clip_fraction"), l.get("outside_fraction")) if c is not None]
-                rows.append([str(i), l["name"], l["op_type"] + _unit_tag(l, " ·G", " ·B"), l.get("path") or "–",
+                rows.append([str(i), l["name"], l["op_type"] + _unit_tag(l, " " + UNIT_MARKS["gelu"], " " + UNIT_MARKS["bias"]), l.get("path") or "–",
                              fmt_db(l.get("sqnr_db_isolated")), fmt_db(l.get("sqnr_db")),
                              "–" if l.get("cosine") is None else f"{l['cosine']:.5f}",
                              "–" if not clips else f"{100 * max(clips):.3f}", fmt_ns(l.get("est_ns")),

@@ -449,7 +449,9 @@ def layer_rows(
             row.path = layer.path
             row.note = layer.note
             if layer.unit and layer.path:  # a fused unit's member, marked as in the report (·B, ·G)
-                row.path = f"{layer.path} {'·B' if layer.unit_kind == 'bias' else '·G'}"
+                from engine.int8.executor import UNIT_MARKS
+
+                row.path = f"{layer.path} {UNIT_MARKS.get(layer.unit_kind or 'gelu', '·')}"
             if layer.accumulated is not None:
                 row.cosine = _finite_or_none(layer.accumulated.cosine)
                 row.sqnr_db = _finite_or_none(layer.accumulated.sqnr_db)

@@ -110,6 +110,12 @@ class Int8Result:
 SQRT2 = math.sqrt(2.0)
 
 
+UNIT_NAMES = {"gelu": "GELU", "bias": "MatMul + bias"}
+"""How the kinds of fused units are named (unit members' notes, findings, the report, gates)."""
+UNIT_MARKS = {"gelu": "·G", "bias": "·B"}
+"""The short mark of a unit's members in layer tables (the window's and the report's)."""
+
+
 @dataclass
 class FusedUnit:
     """Nodes run as one unit: member node indices (sorted), the unit's activation input ``x``
@@ -127,10 +133,18 @@ class FusedUnit:
     float_kernel: OpKernel | None = None
     kind: str = "gelu"
 
+    writer: str = ""
+    """The member writing the unit's output (its row carries the unit's error)."""
+
     @property
     def label(self) -> str:
         """How messages name the unit."""
-        return ("GELU unit " if self.kind == "gelu" else "MatMul + bias unit ") + self.node.name
+        return f"{UNIT_NAMES[self.kind]} unit {self.node.name}"
+
+    def note(self, member: str) -> str:
+        """What a member's note says of the unit it runs in."""
+        role = "its error is on this node" if member == self.writer else f"output not produced; its error is on {self.writer}"
+        return f"runs in {self.label} ({role})"
 
 
 GeluUnit = FusedUnit  # the name before bias units existed
@@ -382,7 +396,7 @@ class Int8Executor:
         float_kernel = _ChainKernel(node, chain, self.graph)
         int_kernel = gelu_cls(node, 20, self.plan.rounding, float_kernel) if gelu_cls else None
         path = self.planned[self.index[erf.name]]
-        unit = FusedUnit(members, erf, x, y, node, path, int_kernel, float_kernel)
+        unit = FusedUnit(members, erf, x, y, node, path, int_kernel, float_kernel, writer=self._writer(members, y))
         for i in members:
             self.units[i] = unit
 
@@ -396,9 +410,12 @@ class Int8Executor:
         float_kernel = _ChainKernel(node, chain, self.graph)
         int_kernel = MatMulBias(node, self.model.opset, self.plan.rounding, float_kernel)
         int_kernel.constant_inputs = frozenset({1, 2})
-        unit = FusedUnit(members, mm, x, y, node, "integer", int_kernel, float_kernel, kind="bias")
+        unit = FusedUnit(members, mm, x, y, node, "integer", int_kernel, float_kernel, kind="bias", writer=add.name)
         for i in members:
             self.units[i] = unit
+
+    def _writer(self, members: list[int], y: str) -> str:
+        return next(self.graph.nodes[m].name for m in members if y in self.graph.nodes[m].outputs)
 
     # -------------------------------------------------------------- running
 
@@ -445,12 +462,10 @@ class Int8Executor:
                 for name in unit.node.inputs[1:]:
                     if intermediate and weights_too and name not in result.values:
                         self._record_weight(result, name)
-                writer = next(graph.nodes[m].name for m in unit.members if unit.y in graph.nodes[m].outputs)
                 for m in unit.members:
                     member = graph.nodes[m].name
                     result.paths[member] = path
-                    role = "its error is on this node" if member == writer else f"output not produced; its error is on {writer}"
-                    result.notes[member] = f"runs in {unit.label} ({role})" + (f"; {note}" if note else "")
+                    result.notes[member] = unit.note(member) + (f"; {note}" if note else "")
             else:
                 outs, out_names = (), []
             if out_names and hook is not None:
@@ -493,7 +508,7 @@ class Int8Executor:
             unit = next((u for u in self.units.values() if u.node.name == name), None)
             if unit is None:
                 raise ModelError(f"run_node: no node named {name!r}", self.model.path)
-            return self.run_unit(unit, float_inputs[0] if float_inputs else None)
+            return self.run_unit(unit, float_inputs[0] if float_inputs else None, quantized)
         i = self.index[name]
         graph_node = self.graph.nodes[i]
         weights = self.graph.weights
@@ -507,36 +522,41 @@ class Int8Executor:
                     raise ModelError(f"run_node {name}: input {input_name!r} has no value", self.model.path)
                 args.append(weights[input_name])
             else:
-                array = np.asarray(x)
-                qp = self.plan.activations.get(input_name)
-                if qp is not None and input_name not in weights and array.dtype.kind == "f":
-                    hit = quantized.get(input_name) if quantized is not None else None
-                    if hit is not None and hit[0] is x:
-                        args.append(hit[1])
-                        continue
-                    q = quantize_tensor(array, qp)
-                    if quantized is not None:
-                        quantized[input_name] = (x, q)  # type: ignore[assignment]
-                    args.append(q)
-                else:
-                    args.append(array)
+                args.append(self._activation_arg(input_name, x, quantized))
         outs, _, _ = self._execute(graph_node, args, self.planned[i], self.int_kernels[i], self.float_exec.kernels[i])
         clipped = {o: v.clipped for o, v in zip(graph_node.outputs, outs) if o and isinstance(v, QTensor)}
         return tuple(to_float(v) for v in outs), clipped
 
-    def run_unit(self, unit: FusedUnit, x: np.ndarray | None) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
+    def run_unit(
+        self, unit: FusedUnit, x: np.ndarray | None, quantized: dict[str, tuple[np.ndarray, QTensor]] | None = None
+    ) -> tuple[tuple[np.ndarray | None, ...], dict[str, int]]:
         """Evaluate one fused unit alone on float ``x`` (quantized with its QParams; the unit's
         constants are the model's), as :meth:`run_node` does for a node: (dequantized
-        outputs, clipped per output). ``run_node(unit.node.name, [x])`` does the same."""
+        outputs, clipped per output; ``quantized`` as there). ``run_node(unit.node.name, [x])``
+        does the same."""
         if x is None:
             raise ModelError(f"run_unit {unit.node.name}: input {unit.x!r} has no value", self.model.path)
-        array = np.asarray(x)
-        qp = self.plan.activations.get(unit.x)
-        arg: Value = quantize_tensor(array, qp) if qp is not None and array.dtype.kind == "f" else array
-        args: list[Value | None] = [arg, *(self.graph.weights[n] for n in unit.node.inputs[1:])]
+        args: list[Value | None] = [self._activation_arg(unit.x, x, quantized), *(self.graph.weights[n] for n in unit.node.inputs[1:])]
         outs, _, _ = self._execute(unit.node, args, unit.path, unit.int_kernel, unit.float_kernel)
         clipped = {o: v.clipped for o, v in zip(unit.node.outputs, outs) if o and isinstance(v, QTensor)}
         return tuple(to_float(v) for v in outs), clipped
+
+    def _activation_arg(
+        self, name: str, x: np.ndarray, quantized: dict[str, tuple[np.ndarray, QTensor]] | None
+    ) -> Value:
+        """A float input given to :meth:`run_node` / :meth:`run_unit`: quantized with the plan's
+        QParams of ``name`` (once per array when a ``quantized`` cache is given), else as is."""
+        array = np.asarray(x)
+        qp = self.plan.activations.get(name)
+        if qp is None or name in self.graph.weights or array.dtype.kind != "f":
+            return array
+        hit = quantized.get(name) if quantized is not None else None
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        q = quantize_tensor(array, qp)
+        if quantized is not None:
+            quantized[name] = (x, q)
+        return q
 
     # -------------------------------------------------------------- one node
 

@@ -202,20 +202,28 @@ class MatMulBias(IntKernel):
         acc_scale = params.acc_scale
         bias_value = inputs[2]
 
-        def fold() -> np.ndarray:
+        def fold() -> tuple[np.ndarray, int]:
             bias = np.rint(np.asarray(bias_value, dtype=np.float64).reshape(-1) / acc_scale.astype(np.float64))
-            return np.clip(bias, INT32_MIN, INT32_MAX).astype(np.int64)
+            bias = np.clip(bias, INT32_MIN, INT32_MAX).astype(np.int64)
+            return bias, int(np.abs(bias).max()) if bias.size else 0
 
-        bias = self.prepared("bias", (bias_value, a.qp, b.qp), fold)
+        bias, b_max = self.prepared("bias", (bias_value, a.qp, b.qp), fold)
         requantize = self.requantizer(shapes, lambda: real_multiplier(acc_scale, out=out), out, -1)
-        augmented = self._augmented(a, b, params, constants[1], bias, bias_value)
+        augmented = self._augmented(a, b, params, constants[1], bias, b_max, bias_value)
         if augmented is not None:
             return (requantize(augmented),)
         acc, _, _ = matmul_accumulate(a, b, constants, params)
         return (requantize(add_bias(acc, bias)),)
 
     def _augmented(
-        self, a: QTensor, b: QTensor, params: MatmulParams, b_constant: Constant | None, bias: np.ndarray, bias_value: object
+        self,
+        a: QTensor,
+        b: QTensor,
+        params: MatmulParams,
+        b_constant: Constant | None,
+        bias: np.ndarray,
+        b_max: int,
+        bias_value: object,
     ) -> np.ndarray | None:
         """``[A - za, 1] @ [[B - zb], [bias]]``: the bias as one more row of B against a column
         of ones, so the GEMM itself adds it (no pass over the output). One float32 GEMM, exact
@@ -228,7 +236,6 @@ class MatMulBias(IntKernel):
         kernel, index, source = b_constant
         w = kernel.prepared(index, source, lambda: matmul_operand(b.codes, params.zb, -1, data_bound=True))
         k = a.codes.shape[-1]
-        b_max = int(np.abs(bias).max()) if bias.size else 0
         if w.values.dtype != np.float32 or k * a_bound * max(w.bound, 1) + b_max > FLOAT32_EXACT:
             return None
         w_aug = self.prepared("augmented", (w, bias_value, a.qp, b.qp), lambda: np.concatenate([w.values, bias.astype(np.float32)[None, :]]))

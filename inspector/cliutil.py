@@ -8,6 +8,9 @@ environment sets INSPECTOR_DEBUG=1).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import tempfile
 from typing import Any, Sequence
 
 EXIT_OK = 0
@@ -89,3 +92,24 @@ def fmt_bytes(n: int) -> str:
 
 def fmt_shape(shape: Sequence[Any] | None) -> str:
     return "?" if shape is None else "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def check_writable(path: str, option: str = "") -> None:
+    """Fail early (ModelError naming ``path`` and the ``option`` that gave it) when ``path``
+    cannot be written: its folder is missing or read-only, or it is a folder. Probes the
+    folder with a temporary file it removes."""
+    from engine.errors import ModelError
+
+    what = f"cannot write {option}" if option else "cannot write"
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ModelError(f"{what}: is a folder", path)
+    if not os.path.isdir(folder):
+        raise ModelError(f"{what}: the folder does not exist", path)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    except OSError as e:
+        raise ModelError(f"{what}: the folder is not writable ({e.strerror or e})", path) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.remove(probe)

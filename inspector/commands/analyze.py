@@ -357,7 +357,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from inspector.progress import TerminalProgress
 
     if args.json:  # before the work: a path that cannot be written fails now, not after the analysis
-        from inspector.commands.report import check_writable
+        from inspector.cliutil import check_writable
 
         check_writable(args.json)
     bar = TerminalProgress(f"analyze {os.path.splitext(os.path.basename(model_path(args)))[0]}")

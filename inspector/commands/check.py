@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from inspector.cliutil import EXIT_CHECK_FAILED, EXIT_OK, UsageError, model_path
+from inspector.cliutil import EXIT_CHECK_FAILED, EXIT_OK, UsageError, check_writable, model_path
 
 # command-line option -> gate name (engine.gates.Thresholds field)
 GATE_OPTIONS: dict[str, str] = {
@@ -24,19 +24,6 @@ GATE_OPTIONS: dict[str, str] = {
     "--min-layer-sqnr-db": "min_layer_sqnr_db",
     "--max-float-ops": "max_float_ops",
 }
-
-
-def _check_writable(path: str, option: str) -> None:
-    """Fail before the analysis runs when ``path`` cannot be written (exit 2, nothing written)."""
-    from engine.errors import ModelError
-
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ModelError(f"cannot write {option}: the folder does not exist", path)
-    if os.path.isdir(path):
-        raise ModelError(f"cannot write {option}: is a folder", path)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ModelError(f"cannot write {option}: the folder is not writable", path)
 
 
 def thresholds_from_args(args: argparse.Namespace):
@@ -71,7 +58,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("--max-accuracy-drop needs labelled evaluation data: give --labels LABELS.npz")
     for option, path in (("--junit", args.junit), ("--json", args.json)):
         if path:
-            _check_writable(path, option)
+            check_writable(path, option)
     if args.junit and args.json and os.path.abspath(args.junit) == os.path.abspath(args.json):
         raise UsageError("--junit and --json name the same file")
 

@@ -10,14 +10,11 @@ fails (the report is still written), 2 on bad input or an unwritable output.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 import time
 
-from engine.errors import ModelError
-from inspector.cliutil import EXIT_CHECK_FAILED, EXIT_OK, UsageError
+from inspector.cliutil import EXIT_CHECK_FAILED, EXIT_OK, UsageError, check_writable
 from inspector.commands.analyze import add_analysis_arguments, analysis_from_args
 
 
@@ -27,23 +24,6 @@ def _page_size(text: str) -> str:
         return sizes[text.strip().lower()]
     except KeyError:
         raise argparse.ArgumentTypeError(f"expected A4 or Letter, got {text!r}") from None
-
-
-def check_writable(path: str) -> None:
-    """Fail early (ModelError naming ``path``) when ``path`` cannot be written: its folder
-    is missing or read-only, or it is a folder. Probes with a temporary file it removes."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ModelError("cannot write: is a folder", path)
-    if not os.path.isdir(folder):
-        raise ModelError("cannot write: the folder does not exist", path)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    except OSError as e:
-        raise ModelError(f"cannot write ({e.strerror or e})", path) from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.remove(probe)
 
 
 def add_gate_arguments(p: argparse.ArgumentParser) -> None:

@@ -23,7 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine import random_feeds
     from engine.executor import executor_for
     from engine.fileio import read_npz, write_npz
-    from inspector.commands.report import check_writable
+    from inspector.cliutil import check_writable
     from inspector.progress import TerminalProgress
 
     model = load_from_args(args)

@@ -46,7 +46,7 @@ from engine.calibrate import (
     quantized_weights,
 )
 from engine.errors import Cancelled, ModelError
-from engine.executor import executor_for
+from engine.executor import executor_for, executor_with_weights
 from engine.findings import qparams_range
 from engine.graph import Model, Node
 from engine.int8.plan import QuantPlan, Rounding
@@ -927,6 +927,10 @@ def evaluate(
     graph = model.graph
     shards = _shards(data.num_samples, data.run_size(batch), workers) if workers > 1 else []
     if len(shards) > 1 and fork_is_safe():
+        # read and quantized once here, shared by the workers (else each does it on its first sample)
+        executor_with_weights(model)
+        if hasattr(int8, "quantize_weights"):
+            int8.quantize_weights()
 
         def work(start: int, stop: int, prog: ProgressFn) -> _EvalPartial:
             data.close()  # file handles shared with the parent: this process reopens its own

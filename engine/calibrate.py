@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 import numpy as np
 
 from engine.errors import Cancelled, ModelError
-from engine.executor import executor_for
+from engine.executor import executor_for, executor_with_weights
 from engine.graph import Model, Node, TensorInfo
 from engine.int8.plan import NodePath, QuantPlan, Rounding, propagate_passthrough
 from engine.memory import check_allocation
@@ -967,6 +967,7 @@ def calibrate(
     from engine.shards import fork_is_safe, run_forked
 
     if fork_is_safe():  # forked workers start at once with the model and data already open
+        executor_with_weights(model)  # built and read once, shared by the workers
 
         def work(start: int, stop: int, prog: ProgressFn) -> CalibrationStats:
             data.close()  # file handles shared with the parent: this process reopens its own

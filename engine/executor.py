@@ -242,6 +242,18 @@ def executor_for(model: Model) -> Executor:
     return plan
 
 
+def executor_with_weights(model: Model) -> Executor:
+    """:func:`executor_for` with every embedded weight read (external ones stay mapped):
+    called before forking worker processes, which then share one copy of the kernels'
+    imports and the weights (copy-on-write, never written) instead of each building and
+    reading them again on its first sample."""
+    executor = executor_for(model)
+    weights = model.graph.weights
+    for name in weights:
+        weights[name]
+    return executor
+
+
 def run(
     model: Model,
     feeds: Mapping[str, np.ndarray],

@@ -414,6 +414,15 @@ class Int8Executor:
         for i in members:
             self.units[i] = unit
 
+    def quantize_weights(self) -> None:
+        """Quantize every weight the plan gives parameters to now (the cache a first run
+        fills): before forking worker processes, so they share the codes instead of each
+        quantizing all weights on its first sample."""
+        weights = self.graph.weights
+        for name in self.plan.weights:
+            if name in weights:
+                self._const(name, weights[name], None)
+
     def _writer(self, members: list[int], y: str) -> str:
         return next(self.graph.nodes[m].name for m in members if y in self.graph.nodes[m].outputs)
 

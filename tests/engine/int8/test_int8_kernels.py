@@ -369,6 +369,34 @@ def test_fast_quantize_and_dequantize_equal_the_reference_functions() -> None:
         assert np.array_equal(ours.dequantize(), dequantize(codes, qp))
 
 
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_fast_per_channel_quantize_equals_the_reference(axis: int) -> None:
+    """Per-channel float32 passes (weights) == qparams.quantize: codes, dtype and the
+    saturated count, with NaN/Inf, values far beyond the range, near-ties, per-channel zero
+    points (uint8) and float64 / non-contiguous inputs."""
+    from engine.int8.qtensor import quantize_tensor
+
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((24, 10, 16)) * 3).astype(np.float32)
+    x.reshape(-1)[:5] = [np.nan, np.inf, -np.inf, 1e30, -1e30]
+    x[3] = np.round(x[3] / 0.02) * 0.02 + 0.01  # near-ties
+    channels = x.shape[axis]
+    lo = -rng.uniform(0.5, 4.0, channels)
+    hi = rng.uniform(0.5, 4.0, channels)
+    for qp in (
+        qparams_from_range(lo, hi, "int8", True, axis=axis),
+        qparams_from_range(lo, hi, "uint8", False, axis=axis),
+        qparams_from_range(lo, hi, "int8", False, axis=axis),
+        qparams_from_range(lo * 100, hi * 100, "int16", True, axis=axis),
+    ):
+        assert qp.per_channel
+        for arr in (x, x.astype(np.float64), np.swapaxes(np.swapaxes(x, 0, 2).copy(), 0, 2)):
+            ours = quantize_tensor(arr, qp)
+            codes, clipped = quantize(arr, qp)
+            assert np.array_equal(ours.codes, codes) and ours.codes.dtype == codes.dtype
+            assert ours.clipped == clipped >= 5
+
+
 def test_fixed_point_requantize_fixed_matches_python_integers() -> None:
     """The executor's fixed-point requantization (per channel along axis 1) equals a
     Python-integer transcription of gemmlowp's functions, code for code and in saturation counts."""

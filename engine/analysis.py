@@ -70,6 +70,10 @@ batches: ~130k values per layer) draws a 128-bin histogram smoothly; counting al
 cost more than every exact statistic together (bincount of 32k values: ~60 us)."""
 ACT_HIST_BINS = 128
 """Bins kept per activation histogram in results (the observer's 4096 merged exactly)."""
+EVAL_SHARDS_PER_WORKER = 16
+"""Evaluation shards per worker process (see :func:`engine.shards.run_forked`): more
+balance the workers better when cores run at different speeds; each costs a partial result
+pickled and merged (~2 ms for a BERT-style encoder)."""
 PROBE_SAMPLES = 32
 """Samples whose float inputs are cached for re-evaluating chosen layers (findings)."""
 PROBE_BYTES = 256 * 2**20
@@ -933,11 +937,14 @@ def evaluate(
             int8.quantize_weights()
 
         def work(start: int, stop: int, prog: ProgressFn) -> _EvalPartial:
-            data.close()  # file handles shared with the parent: this process reopens its own
             fresh = None if observe is None else CalibrationStats(synthetic=observe.synthetic, source=observe.source)
             return _evaluate_range(model, plan, int8, data, start, stop, batch, labels, fresh, prog, None)
 
-        parts = run_forked(work, shards, progress, cancel, "evaluation")
+        # EVAL_SHARDS_PER_WORKER shards a worker: a free worker takes the next (balance); the
+        # partial sums are merged in shard order, the same every run. File handles are
+        # shared with the parent: each worker reopens its own.
+        pieces = _shards(data.num_samples, data.run_size(batch), len(shards) * EVAL_SHARDS_PER_WORKER)
+        parts = run_forked(work, pieces, progress, cancel, "evaluation", len(shards), on_start=data.close)
         partial = parts[0]
         for part in parts[1:]:
             partial.merge(part)

@@ -40,7 +40,7 @@ import math
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -48,7 +48,7 @@ import numpy as np
 from engine.errors import Cancelled, ModelError
 from engine.executor import executor_for, executor_with_weights
 from engine.graph import Model, Node, TensorInfo
-from engine.int8.plan import NodePath, QuantPlan, Rounding, propagate_passthrough
+from engine.int8.plan import PERMUTATION_OPS, NodePath, QuantPlan, Rounding, propagate_passthrough
 from engine.memory import check_allocation
 from engine.quant.observers import MIN_EXPONENT, HistogramObserver, PerChannelMinMaxObserver, fit_exponent
 from engine.quant.qparams import QParams, QuantScheme, qparams_for_weight, qparams_from_range
@@ -702,9 +702,14 @@ class CalibrationStats:
     synthetic: bool = False
     source: str = ""
     order: list[str] = field(default_factory=list)
+    # collection bookkeeping for observe_same: tensor -> the run it was last fed in, and
+    # mirror -> (source, run) of its last copy
+    _fed_run: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _copied: dict[str, tuple[str, int]] = field(default_factory=dict, repr=False, compare=False)
 
     def observe(self, model: Model, name: str, value: np.ndarray) -> None:
         """Feed one float tensor (see :func:`observe_tensor`)."""
+        self._fed_run[name] = self.runs
         obs = self.tensors.get(name)
         if obs is None:
             obs = self.tensors[name] = HistogramObserver()
@@ -720,6 +725,39 @@ class CalibrationStats:
         except ModelError:  # channel count changed between runs: no per-channel view
             del self.channels[name]
             observe_tensor(obs, None, value)
+
+    def observe_same(self, model: Model, name: str, source: str, value: np.ndarray) -> None:
+        """Feed ``value``, which holds exactly the values of ``source`` rearranged (the
+        output of a :data:`engine.int8.plan.PERMUTATION_OPS` node), ``source`` having been
+        fed in this run. The histogram observer of such a tensor always equals its source's
+        (the same values in every run), so it is copied instead of computed again (a bin
+        index and a count per value); the per-channel min/max, along this tensor's own
+        channel axis, is computed. Any other history (a first run that fed only one of the
+        two, a changed source) takes :meth:`observe`."""
+        src = self.tensors.get(source)
+        obs = self.tensors.get(name)
+        runs = self.runs
+        fresh = obs is None and runs == 0
+        in_step = obs is not None and self._copied.get(name) == (source, runs - 1)
+        if src is None or self._fed_run.get(source) != runs or not (fresh or in_step):
+            self.observe(model, name, value)
+            return
+        if obs is None:
+            self.order.append(name)
+        self.tensors[name] = replace(src, counts=src.counts.copy())
+        self._fed_run[name] = runs
+        self._copied[name] = (source, runs)
+        if name not in self.channel_axes:
+            axis = channel_axis(model, name, value.ndim)
+            if axis is not None:
+                self.channel_axes[name] = axis
+                self.channels[name] = PerChannelMinMaxObserver(axis)
+        ch = self.channels.get(name)
+        if ch is not None:
+            try:
+                observe_channels(ch, value)
+            except ModelError:  # channel count changed between runs: no per-channel view
+                del self.channels[name]
 
     def merge(self, other: "CalibrationStats") -> "CalibrationStats":
         """Statistics equal to one collection over both sample sets."""
@@ -747,6 +785,36 @@ class CalibrationStats:
         return out
 
 
+def observe_channels(ch: PerChannelMinMaxObserver, value: np.ndarray) -> tuple[float, float] | None:
+    """``ch.update(value)``, for a non-empty float32 tensor in float32 reductions (exact);
+    returns the tensor's (min, max) when both are finite (else None, after ``ch.update``)."""
+    arr = np.asarray(value)
+    if not (arr.dtype == np.float32 and arr.size > 0 and arr.ndim > 0):
+        ch.update(arr)
+        return None
+    axis = ch.axis % arr.ndim if -arr.ndim <= ch.axis < arr.ndim else None
+    if axis is None:
+        raise ModelError(f"channel axis {ch.axis} out of range for a rank-{arr.ndim} tensor")
+    if arr.ndim == 1:
+        ch_min, ch_max = arr.astype(np.float64), arr.astype(np.float64)
+    elif axis == arr.ndim - 1:
+        flat = arr.reshape(-1, arr.shape[-1])
+        ch_min, ch_max = flat.min(axis=0).astype(np.float64), flat.max(axis=0).astype(np.float64)
+    else:
+        others = tuple(i for i in range(arr.ndim) if i != axis)
+        ch_min, ch_max = arr.min(axis=others).astype(np.float64), arr.max(axis=others).astype(np.float64)
+    if ch.min is not None and ch.min.shape != ch_min.shape:
+        raise ModelError(f"channel count changed from {ch.min.size} to {ch_min.size}")
+    lo, hi = float(ch_min.min()), float(ch_max.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        ch.update(arr)
+        return None
+    ch.min = ch_min if ch.min is None else np.minimum(ch.min, ch_min)
+    ch.max = ch_max if ch.max is None else np.maximum(ch.max, ch_max)
+    ch.count += int(arr.size)
+    return lo, hi
+
+
 def observe_tensor(obs: HistogramObserver, ch: PerChannelMinMaxObserver | None, value: np.ndarray) -> None:
     """Feed ``value`` to a histogram observer and (optionally) a per-channel observer.
 
@@ -761,27 +829,11 @@ def observe_tensor(obs: HistogramObserver, ch: PerChannelMinMaxObserver | None, 
     arr = np.asarray(value)
     fast = arr.dtype == np.float32 and arr.size > 0 and arr.ndim > 0
     if fast and ch is not None:
-        axis = ch.axis % arr.ndim if -arr.ndim <= ch.axis < arr.ndim else None
-        if axis is None:
-            raise ModelError(f"channel axis {ch.axis} out of range for a rank-{arr.ndim} tensor")
-        if arr.ndim == 1:
-            ch_min, ch_max = arr.astype(np.float64), arr.astype(np.float64)
-        elif axis == arr.ndim - 1:
-            flat = arr.reshape(-1, arr.shape[-1])
-            ch_min, ch_max = flat.min(axis=0).astype(np.float64), flat.max(axis=0).astype(np.float64)
-        else:
-            others = tuple(i for i in range(arr.ndim) if i != axis)
-            ch_min, ch_max = arr.min(axis=others).astype(np.float64), arr.max(axis=others).astype(np.float64)
-        if ch.min is not None and ch.min.shape != ch_min.shape:
-            raise ModelError(f"channel count changed from {ch.min.size} to {ch_min.size}")
-        lo, hi = float(ch_min.min()), float(ch_max.max())
-        if math.isfinite(lo) and math.isfinite(hi):
-            ch.min = ch_min if ch.min is None else np.minimum(ch.min, ch_min)
-            ch.max = ch_max if ch.max is None else np.maximum(ch.max, ch_max)
-            ch.count += int(arr.size)
-        else:
-            ch.update(arr)
+        extremes = observe_channels(ch, arr)
+        if extremes is None:
             fast = False
+        else:
+            lo, hi = extremes
     elif fast:
         lo, hi = float(arr.min()), float(arr.max())
     elif ch is not None:
@@ -827,16 +879,22 @@ def _collect(
     batch: int,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
+    stats: CalibrationStats | None = None,
 ) -> CalibrationStats:
-    """Statistics over samples ``start:stop`` in this process."""
-    stats = CalibrationStats(synthetic=data.synthetic, source=data.description)
+    """Statistics over samples ``start:stop`` in this process (added to ``stats`` when given)."""
+    if stats is None:
+        stats = CalibrationStats(synthetic=data.synthetic, source=data.description)
     executor = executor_for(model)
     weights = model.graph.weights
 
     def hook(node: Node, inputs: Sequence[np.ndarray | None], outputs: tuple[np.ndarray, ...]) -> None:
-        for name, value in zip(node.outputs, outputs):
+        for i, (name, value) in enumerate(zip(node.outputs, outputs)):
             if name and name not in weights and _float_tensor(value):
-                stats.observe(model, name, value)
+                source = node.inputs[0] if i == 0 and node.op_type in PERMUTATION_OPS and node.inputs else ""
+                if source and node.domain in ("", "ai.onnx") and source not in weights:
+                    stats.observe_same(model, name, source, value)
+                else:
+                    stats.observe(model, name, value)
         return None
 
     done = 0
@@ -968,12 +1026,15 @@ def calibrate(
 
     if fork_is_safe():  # forked workers start at once with the model and data already open
         executor_with_weights(model)  # built and read once, shared by the workers
+        # one shard per run: a free worker takes the next (balance), continuing its own
+        # statistics (whose merge is exact in any order), so only its total comes back
+        runs = _shards(data.num_samples, data.run_size(batch), data.num_samples)
 
-        def work(start: int, stop: int, prog: ProgressFn) -> CalibrationStats:
-            data.close()  # file handles shared with the parent: this process reopens its own
-            return _collect(model, data, start, stop, batch, prog, None)
+        def work(start: int, stop: int, prog: ProgressFn, previous: CalibrationStats | None) -> CalibrationStats:
+            return _collect(model, data, start, stop, batch, prog, None, previous)
 
-        parts = run_forked(work, shards, progress, cancel, "calibration")
+        # file handles are shared with the parent: each worker reopens its own
+        parts = run_forked(work, runs, progress, cancel, "calibration", len(shards), running=True, on_start=data.close)
         merged = parts[0]
         for part in parts[1:]:
             merged = merged.merge(part)

@@ -1,8 +1,13 @@
 """Run one piece of work over sample ranges in forked worker processes.
 
-Calibration and evaluation are sums over samples: each worker process takes a contiguous
-range of samples (split at run boundaries, see :func:`engine.calibrate._shards`), computes
-its partial result, and the parent merges the partial results in range order.
+Calibration and evaluation are sums over samples. The samples are cut into contiguous
+shards (split at run boundaries, see :func:`engine.calibrate._shards`), more shards than
+worker processes; each process takes the next shard whenever it is free, so a process on a
+busier core (a shared machine's cores drift by tens of percent) simply takes fewer, and
+all finish at about the same time. Partial results come back per shard and the parent
+merges them in shard order, so the result does not depend on which process took what;
+statistics whose merge is exact in any order (calibration's counts and min/max) are
+instead continued within each process and sent once.
 
 Forked workers inherit the loaded model, plan and executors (nothing is reloaded or pickled
 on the way in; only the small partial results come back, pickled). ``fork`` is used only
@@ -24,16 +29,12 @@ import queue as queue_mod
 import signal
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from engine.errors import Cancelled, ModelError
 
-T = TypeVar("T")
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
-Work = Callable[[int, int, ProgressFn], T]
-"""``work(start, stop, progress)``: the partial result over samples ``start:stop``;
-``progress(done, total)`` counts samples within the range."""
 
 POLL_S = 0.1
 
@@ -63,51 +64,94 @@ def fork_is_safe() -> bool:
     return threading.active_count() == 1
 
 
-def _child(messages: Any, index: int, work: Work[Any], start: int, stop: int, blas_threads: int) -> None:
-    """Entry point of a forked worker: compute the range, send back the result or one line."""
+def _child(
+    messages: Any,
+    worker: int,
+    work: Callable[..., Any],
+    shards: list[tuple[int, int]],
+    next_shard: Any,
+    blas_threads: int,
+    running: bool,
+    on_start: Callable[[], None] | None,
+) -> None:
+    """Entry point of a forked worker: take the next shard until none is left, send back
+    each shard's result (``running``: only the last, built on the previous) or one line."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    last = [0]
-
-    def progress(done: int, _total: int) -> None:
-        messages.put(("progress", index, done - last[0]))
-        last[0] = done
-
     try:
         from threadpoolctl import threadpool_limits
 
+        if on_start is not None:
+            on_start()
+        previous: Any = None
         with threadpool_limits(limits=blas_threads, user_api="blas"):
-            result = work(start, stop, progress)
-        messages.put(("result", index, result))
+            while True:
+                with next_shard.get_lock():
+                    index = next_shard.value
+                    next_shard.value += 1
+                if index >= len(shards):
+                    break
+                start, stop = shards[index]
+                last = [0]
+
+                def progress(done: int, _total: int) -> None:
+                    messages.put(("progress", index, done - last[0]))
+                    last[0] = done
+
+                if running:
+                    previous = work(start, stop, progress, previous)
+                else:
+                    messages.put(("result", index, work(start, stop, progress)))
+        if running:
+            messages.put(("result", worker, previous))
     except ModelError as e:
-        messages.put(("error", index, str(e)))
+        messages.put(("error", worker, str(e)))
     except BaseException as e:  # report, never hang the parent
         detail = " ".join(str(e).split())[:200]
-        messages.put(("error", index, f"worker failed: {type(e).__name__}: {detail}"))
+        messages.put(("error", worker, f"worker failed: {type(e).__name__}: {detail}"))
 
 
 def run_forked(
-    work: Work[T],
+    work: Callable[..., Any],
     shards: list[tuple[int, int]],
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     what: str = "work",
-) -> list[T]:
-    """``work`` over every ``(start, stop)`` of ``shards``, one forked process each; the
-    results in shard order. Raises :class:`ModelError` with the worker's one-line message
-    when a worker fails or dies, :class:`Cancelled` when ``cancel()`` turns True."""
+    workers: int | None = None,
+    running: bool = False,
+    on_start: Callable[[], None] | None = None,
+) -> list[Any]:
+    """``work`` over every ``(start, stop)`` of ``shards`` in ``workers`` forked processes
+    (default: one per shard). Each process takes the next shard not yet taken whenever it is
+    free, so a process on a busier core takes fewer (give more shards than workers to
+    balance). ``on_start()`` runs once in each process first.
+
+    - ``running=False``: ``work(start, stop, progress) -> T``; returns one result per shard,
+      in shard order whichever process computed it (merging them in that order gives the
+      same sums every run).
+    - ``running=True``: ``work(start, stop, progress, previous) -> T`` continues the
+      process's previous result (None at first), and only each process's last result comes
+      back: for statistics whose merge does not depend on order (counts, min/max).
+
+    Raises :class:`ModelError` with the worker's one-line message when a worker fails or
+    dies, :class:`Cancelled` when ``cancel()`` turns True."""
     import multiprocessing as mp
 
     if not fork_is_safe():
         raise ModelError(f"{what}: worker processes need fork, which is not safe here")
     ctx = mp.get_context("fork")
     messages = ctx.Queue()
-    blas_threads = max(1, cpu_count() // max(1, len(shards)))
+    count = len(shards) if workers is None else max(1, min(workers, len(shards)))
+    next_shard = ctx.Value("i", 0)  # the next shard a free worker takes
+    blas_threads = max(1, cpu_count() // count)
     procs = []
-    for i, (a, b) in enumerate(shards):
-        p = ctx.Process(target=_child, args=(messages, i, work, a, b, blas_threads), daemon=True)
+    for i in range(count):
+        args = (messages, i, work, shards, next_shard, blas_threads, running, on_start)
+        p = ctx.Process(target=_child, args=args, daemon=True)
         p.start()
         procs.append(p)
-    return gather(procs, messages, sum(b - a for a, b in shards), progress, cancel, what)
+    expected = count if running else len(shards)
+    results = gather(procs, messages, sum(b - a for a, b in shards), progress, cancel, what, expected)
+    return [r for r in results if r is not None] if running else results
 
 
 def gather(
@@ -117,21 +161,24 @@ def gather(
     progress: ProgressFn | None,
     cancel: CancelFn | None,
     what: str,
+    expected: int | None = None,
 ) -> list[Any]:
-    """Wait for one ``("result", index, value)`` message per worker process (forked or
-    spawned), forwarding ``("progress", index, samples)`` to ``progress(done, total)``; an
-    ``("error", index, line)`` message or a dead worker is a ModelError, ``cancel()`` a
-    Cancelled. Workers still running when this returns or raises are terminated."""
+    """Wait for ``expected`` (default: one per process) ``("result", index, value)``
+    messages from worker processes (forked or spawned), forwarding ``("progress", index,
+    samples)`` to ``progress(done, total)``; an ``("error", index, line)`` message or a
+    worker dead before all results came is a ModelError, ``cancel()`` a Cancelled. Workers
+    still running when this returns or raises are terminated. The results by index."""
+    expected = len(procs) if expected is None else expected
     results: dict[int, Any] = {}
     done = 0
     try:
-        while len(results) < len(procs):
+        while len(results) < expected:
             if cancel is not None and cancel():
                 raise Cancelled(f"{what} cancelled")
             try:
                 kind, index, payload = messages.get(timeout=POLL_S)
             except queue_mod.Empty:
-                dead = [i for i, p in enumerate(procs) if i not in results and not p.is_alive() and p.exitcode != 0]
+                dead = [i for i, p in enumerate(procs) if not p.is_alive() and p.exitcode not in (0, None)]
                 if dead:
                     raise ModelError(f"{what} worker {dead[0]} died (exit code {procs[dead[0]].exitcode})") from None
                 continue
@@ -145,9 +192,9 @@ def gather(
                 raise ModelError(str(payload))
     finally:
         for p in procs:
-            if p.is_alive() and len(results) < len(procs):
+            if p.is_alive() and len(results) < expected:
                 p.terminate()
         for p in procs:
             p.join(timeout=5)
         messages.close()
-    return [results[i] for i in range(len(procs))]
+    return [results[i] for i in range(expected)]

@@ -85,6 +85,13 @@ PASSTHROUGH_OPS: frozenset[str] = frozenset(
 """Ops that move or select codes without arithmetic: their data outputs carry the QParams of
 their data input (input 0), so the int8 executor passes the codes through unchanged."""
 
+PERMUTATION_OPS: frozenset[str] = frozenset(
+    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "DepthToSpace", "SpaceToDepth"}
+)
+"""Pass-through ops whose output (0) holds exactly the values of their data input, each
+once, only rearranged: every statistic that ignores order (a histogram, min/max, sums of
+powers, a quantization error's moments) is the input's."""
+
 AXIS_KEEPING_OPS: frozenset[str] = frozenset({"Identity", "Dropout"})
 """Pass-through ops that keep every axis in place, so per-channel QParams pass through too."""
 

@@ -414,3 +414,65 @@ def test_fast_float32_observation_equals_the_observers_own_update(center: float,
         assert (fast.exponent, fast.offset, fast.count, fast.min, fast.max) == (ref.exponent, ref.offset, ref.count, ref.min, ref.max)
         assert np.array_equal(fast.counts, ref.counts)
         assert np.array_equal(fast_ch.min, ref_ch.min) and np.array_equal(fast_ch.max, ref_ch.max)
+
+
+def _permutation_model(tmp_path):
+    """x[n,4,6] -> MatMul -> Reshape[n,2,12] -> Transpose -> Relu, plus a Transpose of x."""
+    w = numpy_helper.from_array(np.random.default_rng(3).standard_normal((6, 6)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([0, 2, 12], dtype=np.int64), "shape")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Reshape", ["h", "shape"], ["r"], name="reshape"),
+        helper.make_node("Transpose", ["r"], ["t"], name="transpose", perm=[0, 2, 1]),
+        helper.make_node("Relu", ["t"], ["y"], name="relu"),
+        helper.make_node("Transpose", ["x"], ["xt"], name="xt", perm=[0, 2, 1]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "perm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 12, 2]), helper.make_tensor_value_info("xt", TensorProto.FLOAT, ["n", 6, 4])],
+        [w, shape],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    onnx.checker.check_model(m)
+    return load_model(save(m, tmp_path / "perm.onnx"))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_permuted_tensors_copy_their_sources_histogram_exactly(tmp_path, monkeypatch, workers) -> None:
+    """The outputs of Reshape/Transpose take a copy of their input's histogram observer
+    (observe_same); the statistics equal observing every tensor itself, run after run
+    (the range widens between runs: grids rebin), sharded or not; per-channel views are
+    each tensor's own. A Transpose of a graph input mirrors the input."""
+    import engine.calibrate as cal
+
+    model = _permutation_model(tmp_path)
+    rng = np.random.default_rng(5)
+    x = np.concatenate([(rng.standard_normal((4, 4, 6)) * (1 + 3 * i)).astype(np.float32) for i in range(5)])
+    x[7, 1, 2] = np.nan  # non-finite values are counted the same way
+    np.savez(tmp_path / "c.npz", x=x)
+    spec = data_spec(str(tmp_path / "c.npz"))
+    copied: list[str] = []
+    real_same = cal.CalibrationStats.observe_same
+
+    def counting(self, model, name, source, value):
+        copied.append(name)
+        return real_same(self, model, name, source, value)
+
+    monkeypatch.setattr(cal.CalibrationStats, "observe_same", counting)
+    fast = calibrate(model, open_data(spec, model), batch=4, workers=workers)
+    if workers == 1:  # (forked workers count in their own memory)
+        assert {"r", "t", "xt"} <= set(copied)
+    monkeypatch.setattr(cal, "PERMUTATION_OPS", frozenset())
+    ref = calibrate(model, open_data(spec, model), batch=4, workers=workers)
+    assert set(fast.tensors) == set(ref.tensors) == {"x", "h", "r", "t", "y", "xt"}
+    for name, obs in ref.tensors.items():
+        assert obs.equals(fast.tensors[name]), name
+        assert obs.count == fast.tensors[name].count and obs.nan_count == fast.tensors[name].nan_count
+    assert fast.tensors["r"].equals(fast.tensors["h"]) and fast.tensors["xt"].equals(fast.tensors["x"])
+    assert fast.tensors["r"] is not fast.tensors["h"]  # copies: a merge never adds one twice
+    assert set(fast.channels) == set(ref.channels)
+    for name, ch in ref.channels.items():
+        np.testing.assert_array_equal(ch.min, fast.channels[name].min)
+        np.testing.assert_array_equal(ch.max, fast.channels[name].max)

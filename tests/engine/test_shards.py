@@ -59,3 +59,35 @@ def test_cancel_stops_the_workers() -> None:
         run_forked(work, [(0, 1), (1, 2)], cancel=lambda: time.monotonic() - t > 0.3)
     assert time.monotonic() - t < 10
     assert multiprocessing.active_children() == []
+
+
+def test_more_shards_than_workers_are_taken_as_workers_free_up() -> None:
+    """Two processes over six shards: every shard once, results in shard order whichever
+    process took it; a slow process takes fewer shards."""
+    import time
+
+    def work(start: int, stop: int, progress) -> tuple[int, int]:
+        if start == 0:
+            time.sleep(1.0)  # the first shard keeps its process busy while the other takes the rest
+        progress(stop - start, stop - start)
+        return (start, os.getpid())
+
+    shards = [(i, i + 1) for i in range(6)]
+    out = run_forked(work, shards, workers=2)
+    assert [s for s, _ in out] == list(range(6))
+    pids = [p for _, p in out]
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+    assert pids.count(pids[0]) == 1  # the process busy with shard 0 took nothing else
+    assert multiprocessing.active_children() == []
+
+
+def test_running_results_continue_within_each_process() -> None:
+    """``running=True``: each process continues its previous result; one result per process."""
+
+    def work(start: int, stop: int, progress, previous):
+        return (previous or []) + list(range(start, stop))
+
+    out = run_forked(work, [(0, 2), (2, 5), (5, 6), (6, 9)], workers=2, running=True)
+    assert len(out) <= 2
+    assert sorted(v for part in out for v in part) == list(range(9))
+    assert all(part == sorted(part) for part in out)  # a process takes shards in order

@@ -49,7 +49,7 @@ from engine.errors import Cancelled, ModelError
 from engine.executor import executor_for, executor_with_weights
 from engine.findings import qparams_range
 from engine.graph import Model, Node
-from engine.int8.plan import QuantPlan, Rounding
+from engine.int8.plan import PERMUTATION_OPS, QuantPlan, Rounding, same_params
 from engine.quant.metrics import SQNR_CAP_DB
 from engine.quant.observers import PerChannelMinMaxObserver
 from engine.quant.qparams import QParams, QuantScheme
@@ -227,6 +227,117 @@ class ErrorSummary:
         }
 
 
+@dataclass
+class BatchError:
+    """The error statistics of one pair of tensors (see :class:`ErrorAccumulator`): the
+    count of values, of non-finite pairs, and over the finite ones the count ``n``, mean and
+    central moment sums of the error, ``sum ref**2``, ``sum ref*err``, ``sum err**2``, max
+    |err|, and (when a step was given) the error in steps: count, sum, sum of squares and
+    the histogram (``hist`` inside, ``under``/``over`` beyond it)."""
+
+    values: int
+    nonfinite: int = 0
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    m3: float = 0.0
+    m4: float = 0.0
+    ref2: float = 0.0
+    cross: float = 0.0
+    err2: float = 0.0
+    max_abs: float = 0.0
+    steps_n: int = 0
+    steps_sum: float = 0.0
+    steps_sum2: float = 0.0
+    hist: np.ndarray | None = None
+    under: int = 0
+    over: int = 0
+
+
+def measure_error(
+    ref: np.ndarray, test: np.ndarray, step: np.ndarray | float | None = None, ref2: float | None = None
+) -> BatchError:
+    """The :class:`BatchError` of one pair (see :meth:`ErrorAccumulator.update`)."""
+    r = np.asarray(ref)
+    t = np.asarray(test)
+    if r.shape != t.shape:
+        raise ModelError(f"int8 and float tensors differ in shape: {t.shape} vs {r.shape}")
+    # float32 in chunks; a tensor smaller than a chunk in float64 (as its sums would be)
+    work = np.float32 if r.dtype == np.float32 and t.dtype == np.float32 and r.size >= _CHUNK else np.float64
+    r = r.astype(work, copy=False)
+    t = t.astype(work, copy=False)
+    batch = BatchError(int(r.size))
+    if r.size == 0:
+        return batch
+    buf_e, buf_d, buf_d2 = _scratch_buffers(work, int(r.size))
+    e = np.subtract(t.reshape(-1), r.reshape(-1), out=buf_e)
+    err_full = e.reshape(r.shape)
+    rf = r.reshape(-1)
+    total = _sum(e)
+    if not math.isfinite(total):  # some pair has a NaN/Inf: keep the finite pairs only
+        ok = np.isfinite(err_full)
+        e, rf = err_full[ok], r[ok]
+        total = _sum(e)
+        ref2 = None
+    n_b = int(e.size)
+    batch.nonfinite = int(r.size) - n_b
+    if n_b == 0:
+        return batch
+    mean_b = total / n_b
+    e2 = np.multiply(e, e, out=buf_d2[:n_b])
+    s2 = _sum(e2)
+    peak2 = e2.max()  # sqrt of a correctly rounded square is the |value| itself, barring under/overflow
+    if SQUARE_FLOOR < float(peak2) < math.inf:
+        max_abs_b = float(np.sqrt(peak2))
+    else:
+        max_abs_b = float(max(e.max(), -e.min()))
+    if mean_b * mean_b <= RAW_MOMENTS_MEAN2 * (s2 / n_b):
+        # the mean is small next to the rms: moments about 0, no centred copy (see the constant)
+        s3, s4 = _sum_prod(e2, e), _sum_prod(e2, e2)
+        m2_b = max(s2 - n_b * mean_b * mean_b, 0.0)
+        m3_b = s3 - 3.0 * mean_b * s2 + 2.0 * n_b * mean_b**3
+        m4_b = max(s4 - 4.0 * mean_b * s3 + 6.0 * mean_b * mean_b * s2 - 3.0 * n_b * mean_b**4, 0.0)
+    else:  # a bias: centred moments (two passes), as Pebay's merge expects them exact
+        d = np.subtract(e, work(mean_b), out=buf_d[:n_b])
+        d2 = np.multiply(d, d, out=buf_d2[:n_b])
+        m2_b = _sum(d2)
+        m3_b = _sum_prod(d2, d)
+        m4_b = _sum_prod(d2, d2)
+    batch.n, batch.mean, batch.m2, batch.m3, batch.m4 = n_b, mean_b, m2_b, m3_b, m4_b
+    batch.ref2 = _sum_prod(rf, rf) if ref2 is None else float(ref2)
+    batch.cross = _sum_prod(rf, e)
+    batch.err2 = m2_b + n_b * mean_b * mean_b
+    batch.max_abs = max_abs_b
+    if step is None:
+        return batch
+    s = np.asarray(step, dtype=np.float64)
+    per_step = ERR_HIST_BINS / (2.0 * ERR_HIST_STEPS)
+    if s.size == 1:  # per-tensor step: the moments in steps follow from those above
+        inv = 1.0 / float(s.reshape(-1)[0])
+        batch.steps_n = n_b
+        batch.steps_sum = total * inv
+        batch.steps_sum2 = batch.err2 * inv * inv
+        sample = e[:: _stride(e.size)] if e.size > HIST_SAMPLE else e
+        idx = np.multiply(sample, work(inv * per_step), out=buf_d[: sample.size])  # bin position
+    else:
+        units = err_full * (1.0 / s).astype(work)
+        u = units.reshape(-1) if n_b == r.size else units[np.isfinite(err_full)]
+        batch.steps_n = int(u.size)
+        batch.steps_sum = _sum(u)
+        batch.steps_sum2 = _sum_prod(u, u)
+        if u.size > HIST_SAMPLE:
+            u = u[:: _stride(u.size)]
+        idx = u * work(per_step)
+    idx += work(ERR_HIST_STEPS * per_step + 1.0)  # bin 0: underflow, bin BINS + 1: overflow
+    # clipped to [0, BINS + 1] first, so the integer cast (truncation) is the floor
+    np.minimum(np.maximum(idx, 0.0, out=idx), ERR_HIST_BINS + 1.0, out=idx)
+    counts = np.bincount(idx.astype(np.intp), minlength=ERR_HIST_BINS + 2)
+    batch.under = int(counts[0])
+    batch.over = int(counts[-1])
+    batch.hist = counts[1:-1]
+    return batch
+
+
 class ErrorAccumulator:
     """Streaming error statistics of test (int8) vs reference (float) tensors.
 
@@ -263,96 +374,40 @@ class ErrorAccumulator:
         clipped: int = 0,
         step: np.ndarray | float | None = None,
         ref2: float | None = None,
-    ) -> None:
+    ) -> "BatchError":
         """Add one pair of tensors (same shape); ``step`` (broadcastable) enables the step histogram.
 
         float32 pairs of at least one chunk (``_CHUNK`` elements) are processed in float32
         (the difference ``test - ref`` is exact to half an ulp of itself) with per-chunk
         float32 sums combined in float64 (see :func:`_sum_prod`); anything else in float64. ``ref2``: :func:`energy` of ``ref``
-        when the caller has it already (used only when every pair is finite).
+        when the caller has it already (used only when every pair is finite). Returns this
+        pair's own statistics (:meth:`add` gives them to another accumulator).
         """
-        r = np.asarray(ref)
-        t = np.asarray(test)
-        if r.shape != t.shape:
-            raise ModelError(f"int8 and float tensors differ in shape: {t.shape} vs {r.shape}")
-        # float32 in chunks; a tensor smaller than a chunk in float64 (as its sums would be)
-        work = np.float32 if r.dtype == np.float32 and t.dtype == np.float32 and r.size >= _CHUNK else np.float64
-        r = r.astype(work, copy=False)
-        t = t.astype(work, copy=False)
-        self.values += int(r.size)
+        batch = measure_error(ref, test, step, ref2)
+        self.add(batch, clipped)
+        return batch
+
+    def add(self, batch: "BatchError", clipped: int = 0) -> None:
+        """Add a pair's statistics measured before (:func:`measure_error`): the same as
+        ``update`` with that pair, for a pair holding the same values in another order."""
+        self.values += batch.values
         self.clipped += int(clipped)
-        if r.size == 0:
+        self.n_nonfinite += batch.nonfinite
+        if batch.n == 0:
             return
-        buf_e, buf_d, buf_d2 = _scratch_buffers(work, int(r.size))
-        e = np.subtract(t.reshape(-1), r.reshape(-1), out=buf_e)
-        err_full = e.reshape(r.shape)
-        rf = r.reshape(-1)
-        total = _sum(e)
-        if not math.isfinite(total):  # some pair has a NaN/Inf: keep the finite pairs only
-            ok = np.isfinite(err_full)
-            e, rf = err_full[ok], r[ok]
-            total = _sum(e)
-            ref2 = None
-        n_b = int(e.size)
-        self.n_nonfinite += int(r.size) - n_b
-        if n_b == 0:
+        self.sum_ref2 += batch.ref2
+        self.sum_cross += batch.ref2 + batch.cross
+        self.sum_test2 += max(batch.ref2 + 2.0 * batch.cross + batch.err2, 0.0)
+        self.max_abs = max(self.max_abs, batch.max_abs)
+        self._combine(batch.n, batch.mean, batch.m2, batch.m3, batch.m4)
+        if batch.hist is None:
             return
-        mean_b = total / n_b
-        e2 = np.multiply(e, e, out=buf_d2[:n_b])
-        s2 = _sum(e2)
-        peak2 = e2.max()  # sqrt of a correctly rounded square is the |value| itself, barring under/overflow
-        if SQUARE_FLOOR < float(peak2) < math.inf:
-            max_abs_b = float(np.sqrt(peak2))
-        else:
-            max_abs_b = float(max(e.max(), -e.min()))
-        if mean_b * mean_b <= RAW_MOMENTS_MEAN2 * (s2 / n_b):
-            # the mean is small next to the rms: moments about 0, no centred copy (see the constant)
-            s3, s4 = _sum_prod(e2, e), _sum_prod(e2, e2)
-            m2_b = max(s2 - n_b * mean_b * mean_b, 0.0)
-            m3_b = s3 - 3.0 * mean_b * s2 + 2.0 * n_b * mean_b**3
-            m4_b = max(s4 - 4.0 * mean_b * s3 + 6.0 * mean_b * mean_b * s2 - 3.0 * n_b * mean_b**4, 0.0)
-        else:  # a bias: centred moments (two passes), as Pebay's merge expects them exact
-            d = np.subtract(e, work(mean_b), out=buf_d[:n_b])
-            d2 = np.multiply(d, d, out=buf_d2[:n_b])
-            m2_b = _sum(d2)
-            m3_b = _sum_prod(d2, d)
-            m4_b = _sum_prod(d2, d2)
-        r2_b = _sum_prod(rf, rf) if ref2 is None else float(ref2)
-        re_b = _sum_prod(rf, e)
-        e2_b = m2_b + n_b * mean_b * mean_b
-        self.sum_ref2 += r2_b
-        self.sum_cross += r2_b + re_b
-        self.sum_test2 += max(r2_b + 2.0 * re_b + e2_b, 0.0)
-        self.max_abs = max(self.max_abs, max_abs_b)
-        self._combine(n_b, mean_b, m2_b, m3_b, m4_b)
-        if step is None:
-            return
-        s = np.asarray(step, dtype=np.float64)
-        per_step = ERR_HIST_BINS / (2.0 * ERR_HIST_STEPS)
-        if s.size == 1:  # per-tensor step: the moments in steps follow from those above
-            inv = 1.0 / float(s.reshape(-1)[0])
-            self.steps_n += n_b
-            self.steps_sum += total * inv
-            self.steps_sum2 += e2_b * inv * inv
-            sample = e[:: _stride(e.size)] if e.size > HIST_SAMPLE else e
-            idx = np.multiply(sample, work(inv * per_step), out=buf_d[: sample.size])  # bin position
-        else:
-            units = err_full * (1.0 / s).astype(work)
-            u = units.reshape(-1) if n_b == r.size else units[np.isfinite(err_full)]
-            self.steps_n += int(u.size)
-            self.steps_sum += _sum(u)
-            self.steps_sum2 += _sum_prod(u, u)
-            if u.size > HIST_SAMPLE:
-                u = u[:: _stride(u.size)]
-            idx = u * work(per_step)
-        idx += work(ERR_HIST_STEPS * per_step + 1.0)  # bin 0: underflow, bin BINS + 1: overflow
-        # clipped to [0, BINS + 1] first, so the integer cast (truncation) is the floor
-        np.minimum(np.maximum(idx, 0.0, out=idx), ERR_HIST_BINS + 1.0, out=idx)
-        counts = np.bincount(idx.astype(np.intp), minlength=ERR_HIST_BINS + 2)
-        self.under += int(counts[0])
-        self.over += int(counts[-1])
-        inside = counts[1:-1]
-        self.hist = inside if self.hist is None else self.hist + inside
+        self.steps_n += batch.steps_n
+        self.steps_sum += batch.steps_sum
+        self.steps_sum2 += batch.steps_sum2
+        self.under += batch.under
+        self.over += batch.over
+        self.hist = batch.hist if self.hist is None else self.hist + batch.hist
 
     def _combine(self, n_b: int, mean_b: float, m2_b: float, m3_b: float, m4_b: float) -> None:
         """Merge a set's count, mean and central moment sums into this one's (Pebay)."""
@@ -705,6 +760,23 @@ def _merge_paths(paths: dict[str, str], notes: dict[str, str], result: Any) -> N
     notes.update(getattr(result, "notes", {}))
 
 
+def _same_value_nodes(graph: Any, plan: QuantPlan, units: Mapping[str, Any]) -> dict[str, str]:
+    """Node name -> its data input, for the nodes of :data:`engine.int8.plan.PERMUTATION_OPS`
+    (default domain, not in a fused unit) whose output the plan quantizes exactly as its
+    input: their output holds the input's values rearranged in every run."""
+    found: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op_type not in PERMUTATION_OPS or node.domain not in ("", "ai.onnx") or node.name in units:
+            continue
+        if not node.inputs or not node.outputs or not node.inputs[0] or not node.outputs[0]:
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        qx = plan.activations.get(x)
+        if x not in graph.weights and qx is not None and not qx.per_channel and same_params(qx, plan.activations.get(y)):
+            found[node.name] = x
+    return found
+
+
 def _evaluate_range(
     model: Model,
     plan: QuantPlan,
@@ -735,15 +807,28 @@ def _evaluate_range(
     quantized: dict[str, Any] = {}
     node_index = {id(n): i for i, n in enumerate(graph.nodes)}
     outside: dict[str, list[int]] = {}  # node -> [values beyond the QParams range, values]
+    # A permutation node (Reshape, Transpose, ...: PERMUTATION_OPS) whose output keeps its input's
+    # QParams holds its input's values rearranged: in the float run, in the int8 run (the same
+    # codes) and alone (its isolated error is the input's own quantization error). Its
+    # statistics in both views are then its input's, taken from this batch's records instead
+    # of measured again (about a quarter of a Transformer's error measurements).
+    same_values = _same_value_nodes(graph, plan, units)
+    acc_batch: dict[str, BatchError] = {}  # tensor -> its accumulated-view statistics, this batch
+    qerr_batch: dict[str, tuple[BatchError, int]] = {}  # tensor -> its quantization error alone, clipped
+    energy_of: dict[str, float | None] = {}
+    beyond_of: dict[str, int | None] = {}
 
     def float_pass(feeds: Mapping[str, np.ndarray], result: Any) -> dict[str, np.ndarray]:
         """The float run of one batch with both views, node by node while its outputs are fresh:
         the isolated view (the node alone in int8 on these float inputs) and the accumulated
         view (against ``result``, the int8 run of the same batch). Returns the float outputs."""
         quantized.clear()  # graph outputs read by nodes are never dropped: not kept across batches
+        for per_batch in (acc_batch, qerr_batch, energy_of, beyond_of):
+            per_batch.clear()
         freed: set[str] = set()
         values = result.values
         clipped = result.clipped
+        params = result.params
 
         def release(node: Node) -> None:
             """Drop quantized inputs after their last reader, except a unit's input while the
@@ -754,20 +839,35 @@ def _evaluate_range(
                 quantized.pop(name, None)
             freed.intersection_update(awaited)
 
-        def accumulated(node: Node, floats: list[tuple[str, np.ndarray]], energies: list[float | None]) -> None:
-            """This node's float outputs against the int8 run's (absent inside a fused unit)."""
+        def accumulated(
+            node: Node, floats: list[tuple[str, np.ndarray]], energies: list[float | None], source: str | None
+        ) -> None:
+            """This node's float outputs against the int8 run's (absent inside a fused unit);
+            ``source``: the input whose values the only output holds (see same_values)."""
+            counts = outside.setdefault(node.name, [0, 0])
+            if source is not None:
+                name, ref = floats[0]
+                record = acc_batch.get(source)
+                # the int8 run quantized both with the same parameters: the same codes, rearranged
+                if record is not None and values.get(name) is not None and params.get(source) is not None and same_params(params.get(source), params.get(name)):
+                    acc.setdefault(node.name, ErrorAccumulator()).add(record, int(clipped.get(name, 0) or 0))
+                    acc_batch[name] = record
+                    beyond = beyond_of[name] = beyond_of.get(source)
+                    if beyond is not None:
+                        counts[0] += beyond
+                        counts[1] += int(ref.size)
+                    return
             if any(values.get(name) is not None for name, _ in floats):
                 a = acc.setdefault(node.name, ErrorAccumulator())
                 for (name, ref), e in zip(floats, energies):
                     test = values.get(name)
                     if test is not None and np.shape(test) == ref.shape:
                         qp = plan.activations.get(name)
-                        a.update(ref, test, int(clipped.get(name, 0) or 0), step_of(qp, ref.ndim), ref2=e)
-            counts = outside.setdefault(node.name, [0, 0])
+                        acc_batch[name] = a.update(ref, test, int(clipped.get(name, 0) or 0), step_of(qp, ref.ndim), ref2=e)
             for name, ref in floats:
                 if values.get(name) is None:  # not produced by the int8 model (inside a fused unit)
                     continue
-                beyond = values_outside(ref, plan.activations.get(name))
+                beyond = beyond_of[name] = values_outside(ref, plan.activations.get(name))
                 if beyond is not None:
                     counts[0] += beyond
                     counts[1] += int(ref.size)
@@ -777,12 +877,26 @@ def _evaluate_range(
             floats = _float_outputs(node, outputs)
             if not floats:
                 return None
-            energies = [energy(ref) if ref.size else None for _, ref in floats]
-            accumulated(node, floats, energies)
+            source = same_values.get(node.name)
+            if source is not None and (len(floats) != 1 or floats[0][0] != node.outputs[0]):
+                source = None
+            if source is not None and source in energy_of:  # the same values: the same energy
+                energies = [energy_of[source]]
+            else:
+                energies = [energy(ref) if ref.size else None for _, ref in floats]
+            for (name, _), e in zip(floats, energies):
+                energy_of[name] = e
+            accumulated(node, floats, energies, source)
             if observe is not None:
                 for name, ref in floats:
                     if name not in weights:
                         observe.observe(model, name, ref)
+            if source is not None and source in qerr_batch:
+                # isolated: the input's quantization error, as a permutation node before measured it
+                record, q_clip = qerr_batch[floats[0][0]] = qerr_batch[source]
+                iso.setdefault(node.name, ErrorAccumulator()).add(record, q_clip)
+                release(node)
+                return None
             unit = units.get(node.name)
             if unit is not None:
                 # a fused unit: only the unit exists in the int8 model; it is evaluated as a
@@ -803,7 +917,10 @@ def _evaluate_range(
                 test = q_by_name.get(name)
                 if test is not None and np.shape(test) == ref.shape:
                     qp = plan.activations.get(name)
-                    i.update(ref, test, int(q_clipped.get(name, 0) or 0), step_of(qp, ref.ndim), ref2=e)
+                    q_clip = int(q_clipped.get(name, 0) or 0)
+                    record = i.update(ref, test, q_clip, step_of(qp, ref.ndim), ref2=e)
+                    if source is not None:  # this input's quantization error, for later permutations of it
+                        qerr_batch[source] = qerr_batch[name] = (record, q_clip)
             return None
 
         return float_exec.run(feeds, hook=hook)

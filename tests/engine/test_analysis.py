@@ -263,3 +263,69 @@ def test_two_evaluation_workers_give_the_same_result_as_one() -> None:
     for a, b in zip(one.outputs, two.outputs):
         assert a.top1_agreement == b.top1_agreement and a.accuracy_float == b.accuracy_float
         assert b.error.sqnr_db == pytest.approx(a.error.sqnr_db, rel=1e-9)
+
+
+def test_permutation_nodes_take_their_inputs_statistics(tmp_path, monkeypatch) -> None:
+    """Reshape/Transpose nodes whose output keeps the input's QParams take both views'
+    statistics from their input's (the same values rearranged) instead of measuring them:
+    every statistic equals measuring each node (float32 chunk sums of another order:
+    1e-5 relative), counts exactly; only the step histogram is another strided subset of
+    the same values (same total). Transpose after Reshape reuses the Reshape's isolated
+    record; a Reshape whose output has other QParams is measured."""
+    import engine.analysis as analysis
+    from benchmarks.models import bert_encoder, bert_feeds
+
+    model_path = save(bert_encoder(layers=1, hidden=64, heads=2, ffn=128, seq=32), tmp_path / "bert.onnx")
+    model = load_model(model_path)
+    feeds = [bert_feeds(seq=32, masked=4, seed=i) for i in range(6)]
+    np.savez(tmp_path / "c.npz", **{k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
+    spec = data_spec(str(tmp_path / "c.npz"))
+    measured: list[int] = []
+    real_update = analysis.ErrorAccumulator.update
+
+    def counting(self, *args, **kwargs):
+        measured.append(1)
+        return real_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(analysis.ErrorAccumulator, "update", counting)
+    fast = run_analysis(model, spec, config=AnalysisConfig(findings=False))
+    fast_count = len(measured)
+    same_value_nodes = analysis._same_value_nodes
+    reused = same_value_nodes(model.graph, fast.plan, {})
+    perm = {n.name for n in model.graph.nodes if n.op_type in ("Reshape", "Transpose")}
+    assert len(reused) >= 6 and set(reused) <= perm
+    monkeypatch.setattr(analysis, "_same_value_nodes", lambda *a: {})
+    measured.clear()
+    slow = run_analysis(model, spec, config=AnalysisConfig(findings=False))
+    # per batch: every reused node's accumulated view, and the isolated view of each one
+    # reading another reused node's output (a Transpose after a Reshape)
+    chained = sum(1 for x in reused.values() if x in {o for n in model.graph.nodes if n.name in reused for o in n.outputs})
+    batches = fast.evaluation["samples"]  # batch 1: one run per sample
+    assert len(measured) - fast_count == batches * (len(reused) + chained)
+    for a, b in zip(slow.layers, fast.layers):
+        assert a.name == b.name and a.path == b.path and a.outside_fraction == b.outside_fraction
+        for view in ("isolated", "accumulated"):
+            sa, sb = getattr(a, view), getattr(b, view)
+            assert (sa is None) == (sb is None), (a.name, view)
+            if sa is None:
+                continue
+            assert (sa.n, sa.n_nonfinite, sa.clip_fraction, sa.max_abs_err) == (sb.n, sb.n_nonfinite, sb.clip_fraction, sb.max_abs_err)
+            for key in ("cosine", "sqnr_db", "mse", "err_mean", "err_std", "err_skew", "err_kurtosis", "err_mean_steps", "err_std_steps"):
+                assert getattr(sb, key) == pytest.approx(getattr(sa, key), rel=1e-5, abs=1e-12), (a.name, view, key)
+            assert sum(sa.hist_counts) + sa.hist_under + sa.hist_over == sum(sb.hist_counts) + sb.hist_under + sb.hist_over
+            if a.name not in reused:
+                assert sa.hist_counts == sb.hist_counts, (a.name, view)
+    # the records are shared only where the QParams agree
+    plan = fast.plan
+    name, x = next(iter(reused.items()))
+    y = next(n for n in model.graph.nodes if n.name == name).outputs[0]
+    from engine.quant.qparams import qparams_from_range
+
+    other = dict(plan.activations)
+    other[y] = qparams_from_range(-1.0, 1.0)
+    import dataclasses
+
+    changed = same_value_nodes(model.graph, dataclasses.replace(plan, activations=other), {})
+    readers = {n.name for n in model.graph.nodes if n.name in reused and reused[n.name] == y}
+    assert name not in changed and readers and not readers & set(changed)
+    assert len(changed) == len(reused) - 1 - len(readers)

@@ -104,6 +104,14 @@ def matmul_operand(
         values = codes.astype(np.float32 if bound <= FLOAT32_EXACT else np.float64)
         values -= zp_b.astype(values.dtype)
         return MatmulOperand(values, bound)
+    if narrow is not None and (not zp.size or (narrow[0] <= int(zp.min()) and int(zp.max()) <= narrow[1])):
+        # data_bound on 8/16-bit codes with in-range zero points: |codes - zp| < 2**17, exact
+        # in float32, so no int64 copy (a weight operand: ~3x faster on a process's first run)
+        values = codes.astype(np.float32)
+        if np.any(zp):
+            values -= zp_b.astype(np.float32)
+        bound = int(max(float(values.max()), -float(values.min()))) if values.size else 0
+        return MatmulOperand(values, bound)
     centred = codes.astype(np.int64)
     if np.any(zp):
         centred -= zp_b

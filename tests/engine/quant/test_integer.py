@@ -150,3 +150,28 @@ def test_requantize_rejects_bad_input() -> None:
         requantize(np.array([1], np.int32), 0.5, None, 0, -128, 127, "truncate")
     with pytest.raises(ModelError):
         requantize(np.array([1], np.int32), np.int64(2**30), None, 0, -128, 127, "fixed_point_half_up")
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16])
+def test_matmul_operand_is_the_exact_centred_codes(dtype) -> None:
+    """codes - zero_point, exactly, with a bound >= every |value| (the data's own when
+    data_bound); zero points scalar or per row / column, in and out of the dtype's range."""
+    from engine.quant.integer import matmul_operand
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(4)
+    codes = rng.integers(info.min, info.max, (7, 9), endpoint=True).astype(dtype)
+    for zp, axis in ((0, -1), (int(info.min) + 3, -1), (rng.integers(info.min, info.max, 9), -1),
+                     (rng.integers(info.min, info.max, 7), -2), (2**40, -1)):
+        zp_b = np.asarray(zp, dtype=np.int64)
+        if zp_b.ndim:
+            zp_b = zp_b.reshape((-1, 1) if axis == -2 else (-1,))
+        want = codes.astype(np.int64) - zp_b
+        for data_bound in (False, True):
+            op = matmul_operand(codes, zp, axis, data_bound=data_bound)
+            assert np.array_equal(op.values.astype(np.int64), want) and np.array_equal(op.values, want.astype(op.values.dtype))
+            assert op.bound >= int(np.abs(want).max())
+            if data_bound:
+                assert op.bound == int(np.abs(want).max())
+            if np.all(zp_b < 2**40):
+                assert op.values.dtype == np.float32

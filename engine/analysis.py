@@ -1061,10 +1061,9 @@ def evaluate(
         # partial sums are merged in shard order, the same every run. File handles are
         # shared with the parent: each worker reopens its own.
         pieces = _shards(data.num_samples, data.run_size(batch), len(shards) * EVAL_SHARDS_PER_WORKER)
-        parts = run_forked(work, pieces, progress, cancel, "evaluation", len(shards), on_start=data.close)
-        partial = parts[0]
-        for part in parts[1:]:
-            partial.merge(part)
+        (partial,) = run_forked(
+            work, pieces, progress, cancel, "evaluation", len(shards), on_start=data.close, fold=_EvalPartial.merge
+        )
     else:
         partial = _evaluate_range(model, plan, int8, data, 0, data.num_samples, batch, labels, observe, progress, cancel)
     if observe is not None and partial.observed is not None and partial.observed is not observe:

@@ -119,6 +119,7 @@ def run_forked(
     workers: int | None = None,
     running: bool = False,
     on_start: Callable[[], None] | None = None,
+    fold: Callable[[Any, Any], Any] | None = None,
 ) -> list[Any]:
     """``work`` over every ``(start, stop)`` of ``shards`` in ``workers`` forked processes
     (default: one per shard). Each process takes the next shard not yet taken whenever it is
@@ -127,7 +128,8 @@ def run_forked(
 
     - ``running=False``: ``work(start, stop, progress) -> T``; returns one result per shard,
       in shard order whichever process computed it (merging them in that order gives the
-      same sums every run).
+      same sums every run). With ``fold``, the parent folds them in that order as they
+      arrive (``acc = fold(acc, next)``, while the workers go on) and returns ``[acc]``.
     - ``running=True``: ``work(start, stop, progress, previous) -> T`` continues the
       process's previous result (None at first), and only each process's last result comes
       back: for statistics whose merge does not depend on order (counts, min/max).
@@ -150,7 +152,8 @@ def run_forked(
         p.start()
         procs.append(p)
     expected = count if running else len(shards)
-    results = gather(procs, messages, sum(b - a for a, b in shards), progress, cancel, what, expected)
+    total = sum(b - a for a, b in shards)
+    results = gather(procs, messages, total, progress, cancel, what, expected, None if running else fold)
     return [r for r in results if r is not None] if running else results
 
 
@@ -162,17 +165,22 @@ def gather(
     cancel: CancelFn | None,
     what: str,
     expected: int | None = None,
+    fold: Callable[[Any, Any], Any] | None = None,
 ) -> list[Any]:
     """Wait for ``expected`` (default: one per process) ``("result", index, value)``
     messages from worker processes (forked or spawned), forwarding ``("progress", index,
     samples)`` to ``progress(done, total)``; an ``("error", index, line)`` message or a
     worker dead before all results came is a ModelError, ``cancel()`` a Cancelled. Workers
-    still running when this returns or raises are terminated. The results by index."""
+    still running when this returns or raises are terminated. The results by index, or
+    with ``fold`` the one value folded over them in index order as they arrive."""
     expected = len(procs) if expected is None else expected
     results: dict[int, Any] = {}
+    received = 0
+    folded: Any = None
+    next_index = 0  # the next result to fold
     done = 0
     try:
-        while len(results) < expected:
+        while received < expected:
             if cancel is not None and cancel():
                 raise Cancelled(f"{what} cancelled")
             try:
@@ -188,13 +196,18 @@ def gather(
                     progress(done, total)
             elif kind == "result":
                 results[index] = payload
+                received += 1
+                while fold is not None and next_index in results:
+                    value = results.pop(next_index)
+                    folded = value if next_index == 0 else fold(folded, value)
+                    next_index += 1
             else:
                 raise ModelError(str(payload))
     finally:
         for p in procs:
-            if p.is_alive() and len(results) < expected:
+            if p.is_alive() and received < expected:
                 p.terminate()
         for p in procs:
             p.join(timeout=5)
         messages.close()
-    return [results[i] for i in range(expected)]
+    return [folded] if fold is not None else [results[i] for i in range(expected)]

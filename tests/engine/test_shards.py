@@ -91,3 +91,18 @@ def test_running_results_continue_within_each_process() -> None:
     assert len(out) <= 2
     assert sorted(v for part in out for v in part) == list(range(9))
     assert all(part == sorted(part) for part in out)  # a process takes shards in order
+
+
+def test_fold_combines_results_in_shard_order_as_they_arrive() -> None:
+    """``fold``: the parent folds the per-shard results in shard order (shard 0 arrives
+    last here), so an order-sensitive fold gives the same value as a sequential one."""
+    import time
+
+    def work(start: int, stop: int, progress) -> list[int]:
+        if start == 0:
+            time.sleep(0.5)
+        return list(range(start, stop))
+
+    shards = [(0, 1), (1, 3), (3, 4), (4, 7)]
+    (out,) = run_forked(work, shards, workers=2, fold=lambda acc, part: acc + part)
+    assert out == list(range(7))

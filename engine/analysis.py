@@ -813,6 +813,12 @@ def _evaluate_range(
     # statistics in both views are then its input's, taken from this batch's records instead
     # of measured again (about a quarter of a Transformer's error measurements).
     same_values = _same_value_nodes(graph, plan, units)
+    # a node reading only graph inputs and weights sees the same quantized inputs in both
+    # views (the int8 run quantizes graph inputs as the isolated view does): one measurement
+    graph_inputs = {t.name for t in graph.inputs}
+    from_inputs = {
+        n.name for n in graph.nodes if n.name not in units and all(not i or i in graph_inputs or i in weights for i in n.inputs)
+    }
     acc_batch: dict[str, BatchError] = {}  # tensor -> its accumulated-view statistics, this batch
     qerr_batch: dict[str, tuple[BatchError, int]] = {}  # tensor -> its quantization error alone, clipped
     energy_of: dict[str, float | None] = {}
@@ -891,6 +897,12 @@ def _evaluate_range(
                 for name, ref in floats:
                     if name not in weights:
                         observe.observe(model, name, ref)
+            if node.name in from_inputs and all(name in acc_batch for name, _ in floats):
+                i = iso.setdefault(node.name, ErrorAccumulator())
+                for name, _ in floats:
+                    i.add(acc_batch[name], int(clipped.get(name, 0) or 0))
+                release(node)
+                return None
             if source is not None and source in qerr_batch:
                 # isolated: the input's quantization error, as a permutation node before measured it
                 record, q_clip = qerr_batch[floats[0][0]] = qerr_batch[source]

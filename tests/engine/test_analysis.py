@@ -167,6 +167,29 @@ def test_views_against_direct_computation(tmp_path) -> None:
     assert out.error.sqnr_db == pytest.approx(result.layer("fc2").accumulated.sqnr_db, rel=1e-12)
 
 
+def test_a_node_reading_only_graph_inputs_is_measured_once(tmp_path, monkeypatch) -> None:
+    """fc1 reads the graph input and a weight: both views run it on the same quantized
+    input, so its isolated view takes the accumulated measurement (equal, not close):
+    per batch 3 accumulated + 2 isolated (relu, fc2) + 1 output measurement."""
+    import engine.analysis as analysis
+
+    model = _chain(tmp_path)
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(3).standard_normal((24, 16)).astype(np.float32))
+    measured: list[int] = []
+    real_update = analysis.ErrorAccumulator.update
+
+    def counting(self, *args, **kwargs):
+        measured.append(1)
+        return real_update(self, *args, **kwargs)
+
+    monkeypatch.setattr(analysis.ErrorAccumulator, "update", counting)
+    result = run_analysis(model, data_spec(str(tmp_path / "d.npz")), config=AnalysisConfig(batch=8, findings=False))
+    assert len(measured) == 3 * (3 + 2 + 1)
+    fc1 = result.layer("fc1")
+    assert fc1.isolated == fc1.accumulated
+    assert result.layer("fc2").isolated != result.layer("fc2").accumulated
+
+
 def test_document_is_json_and_complete(tmp_path) -> None:
     model = load_model(save(matmul_relu(k=16, n=8), tmp_path / "m.onnx"))
     result = run_analysis(model, DataSpec("synthetic", samples=8))

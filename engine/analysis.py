@@ -760,6 +760,11 @@ def _merge_paths(paths: dict[str, str], notes: dict[str, str], result: Any) -> N
     notes.update(getattr(result, "notes", {}))
 
 
+def _dequantized(value: Any) -> np.ndarray | None:
+    """A value of an int8 run with ``dequantized=False``: a QTensor dequantized, else as is."""
+    return value.dequantize() if value is not None and hasattr(value, "dequantize") else value
+
+
 def _same_value_nodes(graph: Any, plan: QuantPlan, units: Mapping[str, Any]) -> dict[str, str]:
     """Node name -> its data input, for the nodes of :data:`engine.int8.plan.PERMUTATION_OPS`
     (default domain, not in a fused unit) whose output the plan quantizes exactly as its
@@ -866,7 +871,7 @@ def _evaluate_range(
             if any(values.get(name) is not None for name, _ in floats):
                 a = acc.setdefault(node.name, ErrorAccumulator())
                 for (name, ref), e in zip(floats, energies):
-                    test = values.get(name)
+                    test = _dequantized(values.get(name))
                     if test is not None and np.shape(test) == ref.shape:
                         qp = plan.activations.get(name)
                         acc_batch[name] = a.update(ref, test, int(clipped.get(name, 0) or 0), step_of(qp, ref.ndim), ref2=e)
@@ -940,7 +945,7 @@ def _evaluate_range(
     def output_metrics(ref_out: Mapping[str, np.ndarray], result: Any, batch_labels: Any) -> None:
         for name, o in outs.items():
             ref = np.asarray(ref_out[name])
-            test = result.values.get(name)
+            test = _dequantized(result.values.get(name))
             if test is None or ref.dtype.kind != "f":
                 continue
             test = np.asarray(test)
@@ -961,7 +966,8 @@ def _evaluate_range(
 
     def run_int8(feeds: Mapping[str, np.ndarray]) -> Any:
         _check_cancel(cancel)
-        return int8.run(feeds, intermediate=True, weights_too=False)  # node outputs are compared, not weights
+        # node outputs are compared, not weights; each dequantized when it is compared
+        return int8.run(feeds, intermediate=True, weights_too=False, dequantized=False)
 
     done = 0
     total = stop - start

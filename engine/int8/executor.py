@@ -93,6 +93,10 @@ class Int8Result:
     paths: dict[str, NodePath] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
+    dequantized: bool = True
+    """False: ``values`` holds a quantized tensor as its QTensor (codes and QParams, which
+    ``dequantize()``), not as float32: see :meth:`Int8Executor.run`."""
+
     def record(self, name: str, value: Value, keep: bool) -> None:
         """Store one tensor's facts (its values and codes only when ``keep``)."""
         if isinstance(value, QTensor):
@@ -100,7 +104,10 @@ class Int8Result:
             self.params[name] = value.qp
             if keep:
                 self.codes[name] = value.codes
-                self.values[name] = value.dequantize()
+                if self.dequantized:
+                    self.values[name] = value.dequantize()
+                else:  # the codes only: a float32 copy of them would be held as long as the values
+                    self.values[name] = QTensor(value.codes, value.qp, value.clipped)
         elif keep:
             self.values[name] = value
 
@@ -435,16 +442,20 @@ class Int8Executor:
         hook: Int8Hook | None = None,
         progress: ProgressFn | None = None,
         weights_too: bool = True,
+        dequantized: bool = True,
     ) -> Int8Result:
         """Execute once on float ``feeds`` (quantized at the graph inputs); see :class:`Int8Result`.
 
         ``weights_too=False`` with ``intermediate``: the weights are left out of ``values`` and
         ``codes`` (dequantizing every weight tensor per run costs more than a run of a
-        Transformer; a per-layer comparison reads node outputs only)."""
+        Transformer; a per-layer comparison reads node outputs only). ``dequantized=False``:
+        ``values`` keeps each quantized tensor as its QTensor, dequantized by the reader when
+        it reads it (a quarter of the memory held, and the float32 values are made when they
+        are compared, still in cache)."""
         graph = self.graph
         weights = graph.weights
         outputs = set(graph.output_names)
-        result = Int8Result()
+        result = Int8Result(dequantized=dequantized)
         values: dict[str, Value] = {}
         for name, array in self.float_exec.check_feeds(feeds).items():
             qp = self.plan.activations.get(name)

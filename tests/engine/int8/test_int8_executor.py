@@ -89,6 +89,24 @@ def test_intermediate_without_weights_keeps_every_node_output(small_cnn) -> None
     assert lean.clipped == {k: v for k, v in full.clipped.items() if k not in weights}
 
 
+def test_values_left_quantized_dequantize_to_the_same_values(small_cnn) -> None:
+    """``dequantized=False``: every quantized tensor comes back as its QTensor (no float32
+    copy held); dequantized, it equals the default run's values bit for bit."""
+    model, calib, feeds = small_cnn
+    executor = Int8Executor(model, minmax_plan(model, calib))
+    full = executor.run(feeds, intermediate=True, weights_too=False)
+    lean = executor.run(feeds, intermediate=True, weights_too=False, dequantized=False)
+    assert set(lean.values) == set(full.values) and lean.clipped == full.clipped
+    quantized = 0
+    for name, value in lean.values.items():
+        if isinstance(value, QTensor):
+            quantized += 1
+            assert value.float_codes is None and np.array_equal(value.codes, lean.codes[name])
+            value = value.dequantize()
+        assert value.dtype == full.values[name].dtype and np.array_equal(value, full.values[name]), name
+    assert quantized == len(lean.params) > 3
+
+
 def test_propagate_passthrough_gives_inputs_params(small_cnn) -> None:
     model, calib, _ = small_cnn
     graph = model.graph

@@ -15,7 +15,9 @@ Model: the BERT-style encoder of :func:`benchmarks.models.bert_encoder` (2 layer
    ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, int8
    activations) on the same samples, which only calibrates and writes a QDQ model.
    Ratio = ours / onnxruntime (below 1.0: ours is faster), of the medians of ``--repeat``
-   alternating runs of each (a shared 2-core machine varies by +-30 % run to run).
+   alternating runs of each (a shared 2-core machine varies by +-30 % run to run). The CPU
+   seconds each side used (processes and threads together) are printed too: ours spreads
+   over worker processes, onnxruntime's calibrator computes its histograms on one thread.
 2. Peak memory of calibration alone, per method: each side runs in its own fresh
    subprocess (``--child``) that loads the model, calibrates on the same samples and
    reports its peak resident set size (``VmHWM`` in /proc/self/status; ``ru_maxrss`` would
@@ -58,6 +60,13 @@ def _rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its waited-for children: our
+    worker processes, onnxruntime's threads."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _peak_mib() -> float:
@@ -209,21 +218,28 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             ours_times: list[float] = []
             ort_times: list[float] = []
+            ours_cpu: list[float] = []
+            ort_cpu: list[float] = []
             for _ in range(max(1, args.repeat)):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), _cpu_s()
                 doc = ours_analyze(model_path, calib_path, method)
                 ours_times.append(time.perf_counter() - t)
-                t = time.perf_counter()
+                ours_cpu.append(_cpu_s() - c)
+                t, c = time.perf_counter(), _cpu_s()
                 ort_quantize(model_path, calib_path, method, folder / f"q-{method}.onnx")
                 ort_times.append(time.perf_counter() - t)
+                ort_cpu.append(_cpu_s() - c)
             ours_s, ort_s = float(np.median(ours_times)), float(np.median(ort_times))
             n_layers = sum(1 for l in doc["layers"] if l.get("sqnr_db_isolated") is not None)
             figures[method] = {"ours_s": ours_s, "ort_s": ort_s, "ratio": ours_s / ort_s,
-                               "ours_runs_s": ours_times, "ort_runs_s": ort_times, "layers_rated": n_layers,
+                               "ours_runs_s": ours_times, "ort_runs_s": ort_times,
+                               "ours_cpu_s": float(np.median(ours_cpu)), "ort_cpu_s": float(np.median(ort_cpu)),
+                               "layers_rated": n_layers,
                                "findings": len(doc["findings"]), "output_sqnr_db": doc["outputs"][0]["sqnr_db"]}
             print(f"{method:<11} {ours_s:8.2f} [{min(ours_times):4.2f}] {ort_s:15.2f} [{min(ort_times):4.2f}] "
                   f"{ours_s / ort_s:7.2f}   ({n_layers} layers rated both views, {len(doc['findings'])} findings; "
-                  f"output SQNR {doc['outputs'][0]['sqnr_db']:.1f} dB)")
+                  f"output SQNR {doc['outputs'][0]['sqnr_db']:.1f} dB; CPU s ours {np.median(ours_cpu):.2f}, "
+                  f"onnxruntime {np.median(ort_cpu):.2f})")
             sys.stdout.flush()
         print("peak RSS during calibration only, separate processes (MiB): peak (before calibrating -> increase)")
         print(f"{'method':<11} {'ours':>24} {'onnxruntime':>24} {'ours s':>8} {'ort s':>8}")

@@ -20,6 +20,12 @@ quantized: the int8 run's value of the tensor against the float run's). Everythi
 accumulated as sums (Pebay's pairwise update for the central moments), never by keeping
 tensors, so memory does not grow with the number of samples.
 
+What is measured once serves twice where the values are provably the same: a node reading
+only graph inputs and weights has the same inputs in both views (one measurement for both);
+a permutation node (Reshape, Transpose, ...) whose output keeps its input's QParams takes
+its input's statistics in both views (its step histogram is then a strided subset of the
+input's layout; every other statistic is the same sum in another order).
+
 Per model output: the same metrics, top-1 agreement for classifiers (last dim > 1), and
 float vs int8 accuracy when labels are given.
 """

@@ -714,17 +714,22 @@ class CalibrationStats:
         if obs is None:
             obs = self.tensors[name] = HistogramObserver()
             self.order.append(name)
-        if name not in self.channel_axes:
-            axis = channel_axis(model, name, value.ndim)
-            if axis is not None:
-                self.channel_axes[name] = axis
-                self.channels[name] = PerChannelMinMaxObserver(axis)
-        ch = self.channels.get(name)
+        ch = self._channel_observer(model, name, value.ndim)
         try:
             observe_tensor(obs, ch, value)
         except ModelError:  # channel count changed between runs: no per-channel view
             del self.channels[name]
             observe_tensor(obs, None, value)
+
+    def _channel_observer(self, model: Model, name: str, ndim: int) -> PerChannelMinMaxObserver | None:
+        """The per-channel observer of ``name`` (made on its first observation when the
+        tensor has a channel axis), or None."""
+        if name not in self.channel_axes:
+            axis = channel_axis(model, name, ndim)
+            if axis is not None:
+                self.channel_axes[name] = axis
+                self.channels[name] = PerChannelMinMaxObserver(axis)
+        return self.channels.get(name)
 
     def observe_same(self, model: Model, name: str, source: str, value: np.ndarray) -> None:
         """Feed ``value``, which holds exactly the values of ``source`` rearranged (the
@@ -747,12 +752,7 @@ class CalibrationStats:
         self.tensors[name] = replace(src, counts=src.counts.copy())
         self._fed_run[name] = runs
         self._copied[name] = (source, runs)
-        if name not in self.channel_axes:
-            axis = channel_axis(model, name, value.ndim)
-            if axis is not None:
-                self.channel_axes[name] = axis
-                self.channels[name] = PerChannelMinMaxObserver(axis)
-        ch = self.channels.get(name)
+        ch = self._channel_observer(model, name, value.ndim)
         if ch is not None:
             try:
                 observe_channels(ch, value)

@@ -167,14 +167,10 @@ def test_views_against_direct_computation(tmp_path) -> None:
     assert out.error.sqnr_db == pytest.approx(result.layer("fc2").accumulated.sqnr_db, rel=1e-12)
 
 
-def test_a_node_reading_only_graph_inputs_is_measured_once(tmp_path, monkeypatch) -> None:
-    """fc1 reads the graph input and a weight: both views run it on the same quantized
-    input, so its isolated view takes the accumulated measurement (equal, not close):
-    per batch 3 accumulated + 2 isolated (relu, fc2) + 1 output measurement."""
+def _count_measurements(monkeypatch) -> list[int]:
+    """A list that grows by one at every ErrorAccumulator.update (a pair measured)."""
     import engine.analysis as analysis
 
-    model = _chain(tmp_path)
-    np.savez(tmp_path / "d.npz", x=np.random.default_rng(3).standard_normal((24, 16)).astype(np.float32))
     measured: list[int] = []
     real_update = analysis.ErrorAccumulator.update
 
@@ -183,6 +179,16 @@ def test_a_node_reading_only_graph_inputs_is_measured_once(tmp_path, monkeypatch
         return real_update(self, *args, **kwargs)
 
     monkeypatch.setattr(analysis.ErrorAccumulator, "update", counting)
+    return measured
+
+
+def test_a_node_reading_only_graph_inputs_is_measured_once(tmp_path, monkeypatch) -> None:
+    """fc1 reads the graph input and a weight: both views run it on the same quantized
+    input, so its isolated view takes the accumulated measurement (equal, not close):
+    per batch 3 accumulated + 2 isolated (relu, fc2) + 1 output measurement."""
+    model = _chain(tmp_path)
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(3).standard_normal((24, 16)).astype(np.float32))
+    measured = _count_measurements(monkeypatch)
     result = run_analysis(model, data_spec(str(tmp_path / "d.npz")), config=AnalysisConfig(batch=8, findings=False))
     assert len(measured) == 3 * (3 + 2 + 1)
     fc1 = result.layer("fc1")
@@ -303,14 +309,7 @@ def test_permutation_nodes_take_their_inputs_statistics(tmp_path, monkeypatch) -
     feeds = [bert_feeds(seq=32, masked=4, seed=i) for i in range(6)]
     np.savez(tmp_path / "c.npz", **{k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
     spec = data_spec(str(tmp_path / "c.npz"))
-    measured: list[int] = []
-    real_update = analysis.ErrorAccumulator.update
-
-    def counting(self, *args, **kwargs):
-        measured.append(1)
-        return real_update(self, *args, **kwargs)
-
-    monkeypatch.setattr(analysis.ErrorAccumulator, "update", counting)
+    measured = _count_measurements(monkeypatch)
     fast = run_analysis(model, spec, config=AnalysisConfig(findings=False))
     fast_count = len(measured)
     same_value_nodes = analysis._same_value_nodes

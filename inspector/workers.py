@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from typing import Any, Callable
 
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
@@ -276,32 +277,43 @@ class _Job:
 class _Relay(QObject):
     """Receives one job's signals on the UI thread (it lives there, so Qt queues them) and
     forwards them with the job's key. Used instead of ``sender()``, which is not safe to call
-    for signals queued from a pool thread (it crashed the process now and then)."""
+    for signals queued from a pool thread (it crashed the process now and then).
+
+    It is a Qt child of its runner and holds the runner only WEAKLY: with a strong reference
+    (a cycle, which no collection frees while MainThreadGC keeps the collector off), the
+    relay's deferred deletion could drop the runner's last reference; the runner's C++
+    destructor then deleted its children, this relay among them, a second time, inside the
+    first deletion (a segfault, 2 runs of the test suite in 23)."""
 
     def __init__(self, runner: "JobRunner", key: int) -> None:
         super().__init__(runner)
-        self._runner = runner
+        self._runner = weakref.ref(runner)
         self._key = key
+
+    def _forward(self, handler: str, *args: Any) -> None:
+        runner = self._runner()
+        if runner is not None:  # (a runner gone takes its relays along: nothing to deliver)
+            getattr(runner, handler)(self._key, *args)
 
     @Slot(int, int)
     def progress(self, done: int, total: int) -> None:
-        self._runner._on_progress(self._key, done, total)
+        self._forward("_on_progress", done, total)
 
     @Slot(object)
     def returned(self, result: Any) -> None:
-        self._runner._on_returned(self._key, result)
+        self._forward("_on_returned", result)
 
     @Slot(str)
     def errored(self, message: str) -> None:
-        self._runner._on_errored(self._key, message)
+        self._forward("_on_errored", message)
 
     @Slot()
     def cancelled(self) -> None:
-        self._runner._on_cancelled(self._key)
+        self._forward("_on_cancelled")
 
     @Slot()
     def finished(self) -> None:
-        self._runner._on_finished(self._key)
+        self._forward("_on_finished")
 
 
 class JobRunner(QObject):

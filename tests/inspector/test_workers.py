@@ -317,3 +317,39 @@ def test_a_requested_full_collection_runs_at_the_next_tick(old_cycle, monkeypatc
     assert finalised == [True] and trims == [True]  # collected, then the freed heap handed back
     assert collector._last_full > -math.inf and not collector._full_requested
     assert real() is sys.platform.startswith("linux")
+
+
+RELAY_OUTLIVES_RUNNER = r"""
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtCore import QCoreApplication, QEvent, QThreadPool
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from inspector.workers import JobRunner, _Relay
+destroyed = []
+pool = QThreadPool()
+runner = JobRunner(pool)
+relay = _Relay(runner, 1)
+runner.destroyed.connect(lambda: destroyed.append("runner"))
+relay.destroyed.connect(lambda: destroyed.append("relay"))
+relay.deleteLater()
+del relay
+del runner  # only the relay's Python side could still reach the runner
+QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+print(sorted(destroyed))
+"""
+
+
+def test_a_relay_deleted_after_its_runner_was_dropped_deletes_once(tmp_path) -> None:
+    """A job's relay is a Qt child of its runner and was deleted later (deleteLater); when
+    the relay held the runner strongly and that was the runner's last reference, the
+    relay's deletion freed the runner, whose destructor deleted the relay again inside the
+    first deletion: a segfault (2 full-suite runs in 23). In a child process, so a crash is
+    a failure here, not the end of the suite."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", RELAY_OUTLIVES_RUNNER], capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "['relay', 'runner']"

@@ -55,7 +55,7 @@ from engine.errors import Cancelled, ModelError
 from engine.executor import executor_for, executor_with_weights
 from engine.findings import qparams_range
 from engine.graph import Model, Node
-from engine.int8.plan import PERMUTATION_OPS, QuantPlan, Rounding, same_params
+from engine.int8.plan import QuantPlan, Rounding, permutation_input, same_params
 from engine.quant.metrics import SQNR_CAP_DB
 from engine.quant.observers import PerChannelMinMaxObserver
 from engine.quant.qparams import QParams, QuantScheme
@@ -777,11 +777,10 @@ def _same_value_nodes(graph: Any, plan: QuantPlan, units: Mapping[str, Any]) -> 
     input: their output holds the input's values rearranged in every run."""
     found: dict[str, str] = {}
     for node in graph.nodes:
-        if node.op_type not in PERMUTATION_OPS or node.domain not in ("", "ai.onnx") or node.name in units:
+        x = permutation_input(node)
+        if x is None or node.name in units:
             continue
-        if not node.inputs or not node.outputs or not node.inputs[0] or not node.outputs[0]:
-            continue
-        x, y = node.inputs[0], node.outputs[0]
+        y = node.outputs[0]
         qx = plan.activations.get(x)
         if x not in graph.weights and qx is not None and not qx.per_channel and same_params(qx, plan.activations.get(y)):
             found[node.name] = x
@@ -907,7 +906,7 @@ def _evaluate_range(
             if observe is not None:
                 for name, ref in floats:
                     if name not in weights:
-                        observe.observe(model, name, ref)
+                        observe.observe_output(model, node, name, ref)
             if node.name in from_inputs and all(name in acc_batch for name, _ in floats):
                 i = iso.setdefault(node.name, ErrorAccumulator())
                 for name, _ in floats:

@@ -48,7 +48,7 @@ import numpy as np
 from engine.errors import Cancelled, ModelError
 from engine.executor import executor_for, executor_with_weights
 from engine.graph import Model, Node, TensorInfo
-from engine.int8.plan import PERMUTATION_OPS, NodePath, QuantPlan, Rounding, propagate_passthrough
+from engine.int8.plan import NodePath, QuantPlan, Rounding, permutation_input, propagate_passthrough
 from engine.memory import check_allocation
 from engine.quant.observers import MIN_EXPONENT, HistogramObserver, PerChannelMinMaxObserver, fit_exponent
 from engine.quant.qparams import QParams, QuantScheme, qparams_for_weight, qparams_from_range
@@ -731,6 +731,15 @@ class CalibrationStats:
                 self.channels[name] = PerChannelMinMaxObserver(axis)
         return self.channels.get(name)
 
+    def observe_output(self, model: Model, node: Node, name: str, value: np.ndarray) -> None:
+        """Feed output ``name`` of ``node``: :meth:`observe_same` for a permutation of an
+        activation (:func:`engine.int8.plan.permutation_input`), else :meth:`observe`."""
+        source = permutation_input(node) if name == node.outputs[0] else None
+        if source is not None and source not in model.graph.weights:
+            self.observe_same(model, name, source, value)
+        else:
+            self.observe(model, name, value)
+
     def observe_same(self, model: Model, name: str, source: str, value: np.ndarray) -> None:
         """Feed ``value``, which holds exactly the values of ``source`` rearranged (the
         output of a :data:`engine.int8.plan.PERMUTATION_OPS` node), ``source`` having been
@@ -888,13 +897,9 @@ def _collect(
     weights = model.graph.weights
 
     def hook(node: Node, inputs: Sequence[np.ndarray | None], outputs: tuple[np.ndarray, ...]) -> None:
-        for i, (name, value) in enumerate(zip(node.outputs, outputs)):
+        for name, value in zip(node.outputs, outputs):
             if name and name not in weights and _float_tensor(value):
-                source = node.inputs[0] if i == 0 and node.op_type in PERMUTATION_OPS and node.inputs else ""
-                if source and node.domain in ("", "ai.onnx") and source not in weights:
-                    stats.observe_same(model, name, source, value)
-                else:
-                    stats.observe(model, name, value)
+                stats.observe_output(model, node, name, value)
         return None
 
     done = 0

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.graph import Graph, Model
+from engine.graph import Graph, Model, Node
 from engine.quant.qparams import QParams, QuantScheme
 
 # How one node is executed in the int8 model:
@@ -91,6 +91,18 @@ PERMUTATION_OPS: frozenset[str] = frozenset(
 """Pass-through ops whose output (0) holds exactly the values of their data input, each
 once, only rearranged: every statistic that ignores order (a histogram, min/max, sums of
 powers, a quantization error's moments) is the input's."""
+
+
+
+def permutation_input(node: Node) -> str | None:
+    """The data input whose values output 0 of ``node`` holds, rearranged (a default-domain
+    :data:`PERMUTATION_OPS` node), or None."""
+    if node.op_type not in PERMUTATION_OPS or node.domain not in ("", "ai.onnx"):
+        return None
+    if not node.inputs or not node.outputs or not node.inputs[0] or not node.outputs[0]:
+        return None
+    return node.inputs[0]
+
 
 AXIS_KEEPING_OPS: frozenset[str] = frozenset({"Identity", "Dropout"})
 """Pass-through ops that keep every axis in place, so per-channel QParams pass through too."""
